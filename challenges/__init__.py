@@ -1,0 +1,1 @@
+"""The domain of Scanbench: challenges, phases, data, submissions, evaluations, leaderboards."""

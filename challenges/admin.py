@@ -1,0 +1,109 @@
+from typing import Any
+
+from django.contrib import admin
+
+from challenges.models import (
+    Case,
+    CaseResult,
+    Challenge,
+    Dataset,
+    Evaluation,
+    Phase,
+    Result,
+    Submission,
+    Team,
+    TeamMembership,
+    WorkerHeartbeat,
+)
+
+
+class PhaseInline(admin.TabularInline[Phase, Any]):
+    model = Phase
+    extra = 0
+    fields = ["slug", "title", "submission_kind", "opens_at", "closes_at", "primary_metric"]
+    show_change_link = True
+
+
+@admin.register(Challenge)
+class ChallengeAdmin(admin.ModelAdmin[Challenge]):
+    list_display = ["slug", "title", "task_type", "data_licence", "is_published", "created_at"]
+    list_filter = ["task_type", "is_published"]
+    search_fields = ["slug", "title", "summary"]
+    filter_horizontal = ["organizers"]
+    inlines = [PhaseInline]
+
+
+@admin.register(Phase)
+class PhaseAdmin(admin.ModelAdmin[Phase]):
+    list_display = [
+        "__str__", "submission_kind", "opens_at", "closes_at", "primary_metric",
+        "daily_limit", "total_limit",
+    ]  # fmt: skip
+    list_filter = ["submission_kind", "challenge"]
+    search_fields = ["slug", "title", "challenge__slug"]
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin[Dataset]):
+    list_display = ["__str__", "public_fraction", "split_seed"]
+
+
+@admin.register(Case)
+class CaseAdmin(admin.ModelAdmin[Case]):
+    list_display = ["case_id", "dataset", "split", "leaderboard_part"]
+    list_filter = ["split", "leaderboard_part", "dataset"]
+    search_fields = ["case_id"]
+    # The part is drawn once by the importer; editing it by hand would leak or bias scores.
+    readonly_fields = ["leaderboard_part"]
+
+
+class TeamMembershipInline(admin.TabularInline[TeamMembership, Any]):
+    model = TeamMembership
+    extra = 0
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin[Team]):
+    list_display = ["name", "challenge", "created_at"]
+    inlines = [TeamMembershipInline]
+
+
+class EvaluationInline(admin.TabularInline[Evaluation, Any]):
+    model = Evaluation
+    extra = 0
+    fields = ["attempt", "state", "queued_at", "started_at", "finished_at", "message"]
+    readonly_fields = ["attempt", "state", "queued_at", "started_at", "finished_at", "message"]
+    show_change_link = True
+
+
+@admin.register(Submission)
+class SubmissionAdmin(admin.ModelAdmin[Submission]):
+    list_display = ["id", "phase", "participant", "team", "kind", "is_baseline", "created_at"]
+    list_filter = ["kind", "is_baseline", "phase"]
+    search_fields = ["participant__username", "sha256"]
+    readonly_fields = ["sha256", "created_at"]
+    inlines = [EvaluationInline]
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin[Evaluation]):
+    list_display = ["id", "submission", "attempt", "state", "queued_at", "finished_at"]
+    list_filter = ["state"]
+    readonly_fields = ["queued_at", "deliveries"]
+
+
+@admin.register(Result)
+class ResultAdmin(admin.ModelAdmin[Result]):
+    list_display = ["id", "evaluation", "part", "created_at"]
+    list_filter = ["part"]
+
+
+@admin.register(CaseResult)
+class CaseResultAdmin(admin.ModelAdmin[CaseResult]):
+    list_display = ["case_id", "result"]
+    search_fields = ["case_id"]
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin[WorkerHeartbeat]):
+    list_display = ["hostname", "queue", "seen_at", "sandbox_backend"]

@@ -1,0 +1,28 @@
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from challenges.services.bundles import BundleError, challenge_import_bundle
+
+
+class Command(BaseCommand):
+    help = "Import (or update) a challenge from a bundle: a folder or zip with challenge.yaml."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--organizer", help="Username to add as organizer of the challenge.")
+
+    def handle(self, *args: Any, path: Path, organizer: str | None, **options: Any) -> None:
+        user = None
+        if organizer:
+            try:
+                user = get_user_model().objects.get(username=organizer)
+            except get_user_model().DoesNotExist as exc:
+                raise CommandError(f"--organizer: no user named '{organizer}'") from exc
+        try:
+            report = challenge_import_bundle(path=path, organizer=user)
+        except BundleError as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        self.stdout.write(self.style.SUCCESS(str(report)))

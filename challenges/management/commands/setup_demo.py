@@ -1,0 +1,52 @@
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from challenges.services.bundles import challenge_import_bundle
+
+ROOT = Path(settings.BASE_DIR)
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the demo challenges (the committed synthetic example and the real Wisconsin breast "
+        "cancer data from scikit-learn) and create or reset the organizer account, printing its "
+        "password."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="organizer")
+
+    def handle(self, *args: Any, username: str, **options: Any) -> None:
+        out = settings.VAR_DIR / "demo-bundles"
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "make_demo_bundles.py"), "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        user_model = get_user_model()
+        user, _ = user_model.objects.get_or_create(
+            username=username, defaults={"email": f"{username}@localhost"}
+        )
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        user.is_staff = True
+        user.is_superuser = True
+        user.save()
+        for bundle in (
+            ROOT / "examples" / "bundles" / "synthetic-lesions",
+            out / "breast-cancer-wdbc",
+        ):
+            self.stdout.write(str(challenge_import_bundle(path=bundle, organizer=user)))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Organizer account: username '{username}', password '{password}' "
+                "(admin at http://127.0.0.1:8000/admin/)"
+            )
+        )

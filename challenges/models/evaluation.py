@@ -1,0 +1,122 @@
+from django.db import models
+
+from challenges.models.submission import Submission
+
+
+class EvaluationState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running the submission"
+    SCORING = "scoring", "Scoring"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATES = (EvaluationState.RUNNING, EvaluationState.SCORING)
+FINAL_STATES = (EvaluationState.SUCCEEDED, EvaluationState.FAILED, EvaluationState.CANCELLED)
+
+# Allowed moves of the state machine; services refuse any other.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    EvaluationState.QUEUED: frozenset(
+        {
+            EvaluationState.RUNNING,
+            EvaluationState.SCORING,
+            EvaluationState.CANCELLED,
+            EvaluationState.FAILED,
+        }
+    ),
+    EvaluationState.RUNNING: frozenset(
+        {
+            EvaluationState.SCORING,
+            EvaluationState.FAILED,
+            EvaluationState.CANCELLED,
+            EvaluationState.QUEUED,
+        }
+    ),
+    EvaluationState.SCORING: frozenset(
+        {
+            EvaluationState.SUCCEEDED,
+            EvaluationState.FAILED,
+            EvaluationState.CANCELLED,
+            EvaluationState.QUEUED,
+        }
+    ),
+    EvaluationState.SUCCEEDED: frozenset(),
+    EvaluationState.FAILED: frozenset(),
+    EvaluationState.CANCELLED: frozenset(),
+}
+
+
+class Evaluation(models.Model):
+    """One attempt at evaluating a submission. Re-evaluation adds an attempt; history stays."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="evaluations")
+    attempt = models.PositiveIntegerField(default=1)
+    state = models.CharField(
+        max_length=16, choices=EvaluationState.choices, default=EvaluationState.QUEUED
+    )
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deliveries = models.PositiveIntegerField(
+        default=0, help_text="How often a worker took this attempt up (re-deliveries included)."
+    )
+    platform_fault = models.BooleanField(
+        default=False, help_text="Failed through the platform's fault: not counted to limits."
+    )
+    message = models.TextField(blank=True, help_text="Shown to the participant.")
+    logs = models.TextField(blank=True, help_text="Bounded log tail, organizers only.")
+    sandbox_backend = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submission", "attempt"], name="evaluation_unique_attempt"
+            ),
+            # At most one attempt of a submission is being worked on at any time.
+            models.UniqueConstraint(
+                fields=["submission"],
+                condition=models.Q(state__in=["running", "scoring"]),
+                name="evaluation_one_active_per_submission",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "queued_at"])]
+
+    def __str__(self) -> str:
+        return f"evaluation of submission {self.submission_id}, attempt {self.attempt}"
+
+
+class Result(models.Model):
+    """Aggregate metrics of one evaluation on one leaderboard part of the test set."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
+    part = models.CharField(max_length=8, choices=[("public", "Public"), ("private", "Private")])
+    aggregates = models.JSONField(default=dict)
+    meta = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "part"], name="result_unique_part"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.part} result of {self.evaluation}"
+
+
+class CaseResult(models.Model):
+    """The metric values of one case, kept for bootstrap intervals, significance tests and
+    re-ranking. One row per case and result."""
+
+    result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="case_results")
+    case_id = models.CharField(max_length=200)
+    values = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["result", "case_id"], name="case_result_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.case_id

@@ -1,0 +1,105 @@
+from datetime import datetime
+
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from challenges.models.challenge import Challenge
+from challenges.models.data import Dataset
+
+
+class SubmissionKind(models.TextChoices):
+    PREDICTIONS = "predictions", "Prediction file"
+    MODEL = "model", "Model file (TorchScript or ONNX)"
+    CONTAINER = "container", "Container image"
+
+
+class Direction(models.TextChoices):
+    HIGHER = "higher", "Higher is better"
+    LOWER = "lower", "Lower is better"
+
+
+class RankingScheme(models.TextChoices):
+    AGGREGATE_THEN_RANK = "aggregate_then_rank", "Aggregate, then rank"
+    RANK_THEN_AGGREGATE = "rank_then_aggregate", "Rank per metric, then aggregate"
+
+
+class EntrySelection(models.TextChoices):
+    BEST = "best", "Best submission per participant or team"
+    LATEST = "latest", "Latest submission per participant or team"
+
+
+class Phase(models.Model):
+    """A stage of a challenge with its own submission kind, window, limits and scoring."""
+
+    challenge = models.ForeignKey(Challenge, on_delete=models.CASCADE, related_name="phases")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="phases")
+    slug = models.SlugField(max_length=64)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    submission_kind = models.CharField(
+        max_length=16, choices=SubmissionKind.choices, default=SubmissionKind.PREDICTIONS
+    )
+    opens_at = models.DateTimeField(default=timezone.now)
+    closes_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never closes.")
+    daily_limit = models.PositiveIntegerField(
+        default=5, help_text="Submissions per participant or team per UTC day."
+    )
+    total_limit = models.PositiveIntegerField(
+        default=100, help_text="Submissions per participant or team in the whole phase."
+    )
+    metrics = models.JSONField(default=list, help_text="Metric names, see METRICS.md.")
+    primary_metric = models.CharField(max_length=64)
+    primary_direction = models.CharField(
+        max_length=8, choices=Direction.choices, default=Direction.HIGHER
+    )
+    ranking_scheme = models.CharField(
+        max_length=32, choices=RankingScheme.choices, default=RankingScheme.AGGREGATE_THEN_RANK
+    )
+    entry_selection = models.CharField(
+        max_length=8, choices=EntrySelection.choices, default=EntrySelection.BEST
+    )
+    use_ladder = models.BooleanField(
+        default=False, help_text="Ladder (Blum & Hardt 2015) against leaderboard overfitting."
+    )
+    decision_threshold = models.FloatField(default=0.5)
+    nsd_tolerance_mm = models.FloatField(default=2.0)
+    input_spec = models.JSONField(
+        default=dict, blank=True, help_text="Model phases: image size, channels, scaling, output."
+    )
+    time_limit_s = models.PositiveIntegerField(default=600)
+    memory_limit_mb = models.PositiveIntegerField(default=4096)
+    gpus = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["challenge", "opens_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["challenge", "slug"], name="phase_unique_slug"),
+            models.CheckConstraint(
+                condition=models.Q(closes_at__isnull=True)
+                | models.Q(closes_at__gt=models.F("opens_at")),
+                name="phase_closes_after_opening",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(daily_limit__lte=models.F("total_limit")),
+                name="phase_daily_limit_within_total",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.challenge.slug}/{self.slug}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("challenges:detail", kwargs={"slug": self.challenge.slug}) + f"#{self.slug}"
+
+    @property
+    def public_fraction(self) -> float:
+        return self.dataset.public_fraction
+
+    def is_open(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.opens_at <= now and (self.closes_at is None or now < self.closes_at)
+
+    def is_closed(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.closes_at is not None and now >= self.closes_at

@@ -1,0 +1,1 @@
+"""Write-side business logic (HackSoft style): plain functions, keyword-only, atomic."""
