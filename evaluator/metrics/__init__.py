@@ -1,0 +1,1 @@
+"""Metrics: segmentation (per case, per label) and classification (over cases)."""

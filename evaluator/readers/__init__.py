@@ -1,0 +1,1 @@
+"""Readers and validators for references and predictions."""

@@ -1,0 +1,175 @@
+"""Where case files come from: a folder, a zip archive, or a single file.
+
+A :class:`CaseFiles` maps case ids (file names without their extension) to something that can
+return the file's bytes. Files are read one case at a time, so a large submission never sits in
+memory whole.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
+from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
+
+__all__ = [
+    "MASK_EXTENSIONS",
+    "CaseFile",
+    "CaseFiles",
+    "error_class",
+    "list_case_files",
+    "split_extension",
+]
+
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".png", ".npy", ".npz")
+_IGNORED_DIRS = ("__MACOSX",)
+
+ErrorClass = type[EvaluatorInputError]
+
+
+def error_class(role: str) -> ErrorClass:
+    """``InvalidReference`` for the reference, ``InvalidSubmission`` for predictions."""
+    return InvalidReference if role == "reference" else InvalidSubmission
+
+
+def split_extension(name: str, extensions: Iterable[str]) -> tuple[str, str] | None:
+    """``("case_1", ".nii.gz")`` for ``case_1.nii.gz``; longest matching extension wins."""
+    lower = name.lower()
+    for ext in sorted(extensions, key=len, reverse=True):
+        if lower.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], ext
+    return None
+
+
+@dataclass(frozen=True)
+class CaseFile:
+    case_id: str
+    extension: str
+    display: str  # e.g. "case_1.nii.gz" or "preds.zip:case_1.nii.gz"; never a server path
+    read: Callable[[], bytes]
+
+
+@dataclass
+class CaseFiles:
+    files: dict[str, CaseFile]
+    display: str
+    _zip: zipfile.ZipFile | None = None
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __enter__(self) -> CaseFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ignored(rel: str) -> bool:
+    parts = rel.split("/")
+    return parts[-1].startswith(".") or any(p in _IGNORED_DIRS for p in parts[:-1])
+
+
+def _add(
+    files: dict[str, CaseFile],
+    rel: str,
+    display: str,
+    read: Callable[[], bytes],
+    extensions: tuple[str, ...],
+    err: ErrorClass,
+    container: str,
+) -> None:
+    base = rel.rsplit("/", 1)[-1]
+    split = split_extension(base, extensions)
+    if split is None:
+        raise err(f"unsupported file type (expected one of {', '.join(extensions)})", file=display)
+    case_id, ext = split
+    if case_id in files:
+        raise err(
+            f"duplicate case id: also given as {files[case_id].display}",
+            file=display,
+            case=case_id,
+        )
+    files[case_id] = CaseFile(case_id, ext, display, read)
+
+
+def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise err(f"file size {size} bytes is over the limit {max_bytes}", file=display)
+            return path.read_bytes()
+        except OSError as exc:
+            raise err(
+                f"cannot be read ({exc.strerror or type(exc).__name__})", file=display
+            ) from exc
+
+    return read
+
+
+def list_case_files(
+    path: Path,
+    *,
+    role: str,
+    extensions: tuple[str, ...] = MASK_EXTENSIONS,
+    limits: ZipLimits | None = None,
+) -> CaseFiles:
+    """List the case files of a folder (searched recursively), a ``.zip`` or a single file.
+
+    Hidden files and ``__MACOSX`` folders are ignored; any other file must have one of
+    ``extensions``. Symbolic links are refused (a sandboxed model could plant one pointing at a
+    server file). Raises ``InvalidSubmission`` (or ``InvalidReference`` when ``role`` is
+    ``"reference"``) naming the file and the problem.
+    """
+    limits = limits or ZipLimits()
+    err = error_class(role)
+    shown = path.name or str(path)
+    files: dict[str, CaseFile] = {}
+    if path.is_symlink():
+        raise err("symbolic links are not allowed", file=shown)
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            rel = p.relative_to(path).as_posix()
+            if _ignored(rel):
+                continue
+            if p.is_symlink():
+                raise err("symbolic links are not allowed", file=rel)
+            if p.is_dir():
+                continue
+            read = _file_reader(p, limits.max_member_bytes, rel, err)
+            _add(files, rel, rel, read, extensions, err, shown)
+        return CaseFiles(files, shown)
+    if not path.exists():
+        raise err("no such file or folder", file=shown)
+    if path.suffix.lower() == ".zip":
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise err(f"not a readable zip archive ({exc})", file=shown) from exc
+        try:
+            members = list(iter_members(zf, limits=limits))
+        except UnsafeArchiveError as exc:
+            zf.close()
+            raise err(exc.problem, file=f"{shown}:{exc.member}" if exc.member else shown) from exc
+        for rel, info in members:
+            if _ignored(rel):
+                continue
+            display = f"{shown}:{rel}"
+
+            def read(info: zipfile.ZipInfo = info, display: str = display) -> bytes:
+                try:
+                    return read_member(zf, info, max_bytes=limits.max_member_bytes)
+                except UnsafeArchiveError as exc:
+                    raise err(exc.problem, file=display) from exc
+
+            _add(files, rel, display, read, extensions, err, shown)
+        return CaseFiles(files, shown, zf)
+    read = _file_reader(path, limits.max_member_bytes, shown, err)
+    _add(files, path.name, shown, read, extensions, err, shown)
+    return CaseFiles(files, shown)

@@ -1,0 +1,220 @@
+"""Reading classification references and predictions (CSV) strictly.
+
+Reference: ``case_id,label`` with integer class labels. Predictions, one of:
+
+* ``case_id,score``: binary only, the probability of class 1;
+* ``case_id,class_0,class_1,...``: one probability column per class (rows summing to 1);
+* ``case_id,label``: hard labels (threshold-free metrics are then undefined).
+
+Every problem raises ``InvalidSubmission``/``InvalidReference`` naming the file, the case and what
+is wrong; a message about predictions never reveals a reference label.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
+
+__all__ = [
+    "ClassificationPredictions",
+    "ClassificationReference",
+    "read_predictions_csv",
+    "read_reference_csv",
+]
+
+#: tolerance on "probabilities of a row sum to 1" (CSV rounding)
+ROW_SUM_TOLERANCE = 1e-3
+_MAX_LISTED = 5
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+@dataclass(frozen=True)
+class ClassificationReference:
+    case_ids: list[str]
+    labels: NDArray[np.int64]
+    classes: list[int]
+
+    @property
+    def binary(self) -> bool:
+        return set(self.classes) <= {0, 1}
+
+
+@dataclass(frozen=True)
+class ClassificationPredictions:
+    case_ids: list[str]
+    #: (n, n_classes) probabilities in the order of ``classes``, or hard labels one-hot encoded
+    probs: NDArray[np.float64]
+    hard_labels: bool
+    kind: str  # "score", "class_columns" or "label"
+
+
+def _read_table(raw: bytes, display: str, err: type[EvaluatorInputError]) -> pd.DataFrame:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise err("not a UTF-8 text CSV file", file=display) from None
+    if not text.strip():
+        raise err("the CSV file is empty", file=display)
+    try:
+        df = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise err(f"unreadable CSV ({exc})", file=display) from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dupes:
+        raise err(f"duplicate column(s): {_listing(dupes)}", file=display)
+    if "case_id" not in df.columns:
+        raise err(
+            f"missing column 'case_id' (columns found: {_listing(list(df.columns))})", file=display
+        )
+    df["case_id"] = df["case_id"].str.strip()
+    empty = df.index[df["case_id"] == ""]
+    if len(empty):
+        raise err(f"empty case_id on data row {int(empty[0]) + 1}", file=display)
+    dup = df["case_id"][df["case_id"].duplicated()].unique().tolist()
+    if dup:
+        raise err(f"duplicate case id(s): {_listing(dup)}", file=display, case=str(dup[0]))
+    return df
+
+
+def _numbers(
+    df: pd.DataFrame, column: str, display: str, err: type[EvaluatorInputError]
+) -> NDArray[np.float64]:
+    text = df[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        raw_value = text.iloc[i]
+        if raw_value == "":
+            problem = f"column '{column}' is empty"
+        elif math.isnan(values[i]) and raw_value.lower() not in ("nan", "-nan", "+nan"):
+            problem = f"column '{column}' is not a number ({raw_value[:40]!r})"
+        else:
+            problem = f"column '{column}' is {'NaN' if math.isnan(values[i]) else 'infinite'}"
+        more = f" ({bad.size} rows affected)" if bad.size > 1 else ""
+        raise err(problem + more, file=display, case=str(df["case_id"].iloc[i]))
+    return values
+
+
+def _integers(
+    df: pd.DataFrame, column: str, display: str, err: type[EvaluatorInputError]
+) -> NDArray[np.int64]:
+    values = _numbers(df, column, display, err)
+    frac = np.flatnonzero(values != np.round(values))
+    if frac.size:
+        i = int(frac[0])
+        raise err(
+            f"column '{column}' must be an integer class label",
+            file=display,
+            case=str(df["case_id"].iloc[i]),
+        )
+    return values.astype(np.int64)
+
+
+def read_reference_csv(raw: bytes, display: str) -> ClassificationReference:
+    """Parse a ``case_id,label`` reference."""
+    err = InvalidReference
+    df = _read_table(raw, display, err)
+    if set(df.columns) != {"case_id", "label"}:
+        raise err(
+            f"a reference must have exactly the columns case_id,label "
+            f"(found: {_listing(list(df.columns))})",
+            file=display,
+        )
+    if len(df) == 0:
+        raise err("the reference has no cases", file=display)
+    labels = _integers(df, "label", display, err)
+    if labels.min() < 0:
+        raise err("negative class label", file=display)
+    classes = sorted({int(v) for v in labels} | {0, 1})
+    if len(classes) > 2:
+        classes = list(range(max(classes) + 1))
+    return ClassificationReference(df["case_id"].tolist(), labels, classes)
+
+
+def read_predictions_csv(
+    raw: bytes, display: str, *, classes: Sequence[int]
+) -> ClassificationPredictions:
+    """Parse predictions for a reference with the given ``classes`` (sorted class labels)."""
+    err = InvalidSubmission
+    df = _read_table(raw, display, err)
+    cols = [c for c in df.columns if c != "case_id"]
+    class_cols = [f"class_{k}" for k in classes]
+    binary = list(classes) == [0, 1]
+    expected = (
+        "case_id,score or case_id,class_0,class_1 or case_id,label"
+        if binary
+        else f"case_id,{','.join(class_cols)} or case_id,label"
+    )
+    n = len(df)
+    if set(cols) == {"score"} and binary:
+        s = _numbers(df, "score", display, err)
+        _check_unit_interval(df, s, "score", display)
+        probs = np.stack([1.0 - s, s], axis=1)
+        return ClassificationPredictions(df["case_id"].tolist(), probs, False, "score")
+    if set(cols) == set(class_cols):
+        probs = np.empty((n, len(classes)))
+        for j, c in enumerate(class_cols):
+            probs[:, j] = _numbers(df, c, display, err)
+            _check_unit_interval(df, probs[:, j], c, display)
+        sums = probs.sum(axis=1)
+        off = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+        if off.size:
+            i = int(off[0])
+            raise err(
+                f"class probabilities sum to {sums[i]:.6g}, not 1 (tolerance "
+                f"{ROW_SUM_TOLERANCE:g})",
+                file=display,
+                case=str(df["case_id"].iloc[i]),
+            )
+        return ClassificationPredictions(df["case_id"].tolist(), probs, False, "class_columns")
+    if set(cols) == {"label"}:
+        labels = _integers(df, "label", display, err)
+        allowed = set(classes)
+        bad = [i for i, v in enumerate(labels) if int(v) not in allowed]
+        if bad:
+            raise err(
+                f"label {int(labels[bad[0]])} is not a class of this challenge "
+                f"(classes: {', '.join(map(str, classes))})",
+                file=display,
+                case=str(df["case_id"].iloc[bad[0]]),
+            )
+        index = {k: j for j, k in enumerate(classes)}
+        probs = np.zeros((n, len(classes)))
+        probs[np.arange(n), [index[int(v)] for v in labels]] = 1.0
+        return ClassificationPredictions(df["case_id"].tolist(), probs, True, "label")
+    raise err(
+        f"wrong columns: found {','.join(['case_id', *cols])}; expected {expected}", file=display
+    )
+
+
+def _check_unit_interval(
+    df: pd.DataFrame, values: NDArray[np.float64], column: str, display: str
+) -> None:
+    bad = np.flatnonzero((values < 0.0) | (values > 1.0))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidSubmission(
+            f"column '{column}' is {values[i]:.6g}, outside [0, 1] (probabilities expected)",
+            file=display,
+            case=str(df["case_id"].iloc[i]),
+        )

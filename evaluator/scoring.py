@@ -1,0 +1,639 @@
+"""``score()``: read, validate and score one submission against a reference.
+
+This is the API the platform's worker calls and the CLI's ``score`` command wraps::
+
+    report = score("segmentation", Path("ref/"), Path("preds.zip"),
+                   options=ScoreOptions(nsd_tolerance=2.0, case_ids=public_ids))
+    report.aggregates["dice"], report.cases["case_001"]["hd95"], report.to_json()
+
+Bad predictions raise :class:`~evaluator.errors.InvalidSubmission` (one line, safe to show to the
+participant); a bad reference raises :class:`~evaluator.errors.InvalidReference`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from evaluator._version import __version__
+from evaluator.aggregation import aggregate_cases
+from evaluator.errors import InvalidReference, InvalidSubmission
+from evaluator.metrics.classification import (
+    BINARY_METRIC_NAMES,
+    THRESHOLD_FREE_METRICS,
+    binary_metrics,
+    multiclass_metrics,
+)
+from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS, metric_info
+from evaluator.metrics.segmentation import (
+    SEGMENTATION_METRIC_NAMES,
+    case_metrics_and_counts,
+    empty_label_metrics,
+)
+from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
+from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
+from evaluator.readers.sources import CaseFile, list_case_files
+from evaluator.readers.tables import read_predictions_csv, read_reference_csv
+from evaluator.stats.intervals import (
+    Interval,
+    bootstrap_mean_interval,
+    delong_interval,
+    wilson_interval,
+)
+
+__all__ = ["ScoreOptions", "ScoreReport", "score"]
+
+Task = Literal["classification", "segmentation"]
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score. Defaults follow ``METRICS.md``.
+
+    ``case_ids`` restricts scoring to those reference cases (the public or private part of the
+    test set); validation of ids (missing, unknown) always runs against the whole reference.
+    ``labels`` declares the segmentation labels (default: every label found in the scored
+    reference masks; declare them when scoring a subset so that the label set cannot depend on
+    it). ``on_missing="worst"`` scores a missing case with the worst value of every metric
+    instead of rejecting the submission.
+    """
+
+    threshold: float = 0.5
+    nsd_tolerance: float = 1.0
+    sens_at_spec_target: float = 0.9
+    bootstrap: int = 1000
+    seed: int = 0
+    confidence_level: float = 0.95
+    metrics: Collection[str] | None = None
+    case_ids: Collection[str] | None = None
+    labels: Sequence[int] | None = None
+    on_missing: Literal["error", "worst"] = "error"
+    workers: int | None = None
+    limits: ZipLimits = field(default_factory=ZipLimits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "nsd_tolerance": self.nsd_tolerance,
+            "sens_at_spec_target": self.sens_at_spec_target,
+            "bootstrap": self.bootstrap,
+            "seed": self.seed,
+            "confidence_level": self.confidence_level,
+            "metrics": sorted(self.metrics) if self.metrics is not None else None,
+            "restricted_to_case_ids": self.case_ids is not None,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "on_missing": self.on_missing,
+        }
+
+
+@dataclass
+class ScoreReport:
+    """The result of :func:`score`; :meth:`to_json` gives the ``metrics.json`` content."""
+
+    aggregates: dict[str, float | None]
+    cases: dict[str, dict[str, float | None]]
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"aggregates": self.aggregates, "cases": self.cases, "meta": self.meta}
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's sorted ``relative path, file sha256`` manifest."""
+    if path.is_file():
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    manifest = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            manifest.update(p.relative_to(path).as_posix().encode() + b"\0")
+            manifest.update(_sha256_path(p).encode() + b"\n")
+    return manifest.hexdigest()
+
+
+def _check_ids(
+    ref_ids: Collection[str],
+    pred_ids: Collection[str],
+    pred_display: str,
+    on_missing: str,
+) -> list[str]:
+    """Raise on unknown ids, and on missing ids unless they are to get worst values."""
+    unknown = sorted(set(pred_ids) - set(ref_ids))
+    if unknown:
+        raise InvalidSubmission(
+            f"{len(unknown)} unknown case id(s) not in the test set: {_listing(unknown)}",
+            file=pred_display,
+            case=unknown[0],
+        )
+    missing = sorted(set(ref_ids) - set(pred_ids))
+    if missing and on_missing == "error":
+        raise InvalidSubmission(
+            f"{len(missing)} case(s) missing from the predictions: {_listing(missing)}",
+            file=pred_display,
+            case=missing[0],
+        )
+    return missing
+
+
+def _scored_ids(ref_ids: Sequence[str], case_ids: Collection[str] | None) -> list[str]:
+    if case_ids is None:
+        return sorted(ref_ids)
+    wanted = {str(c) for c in case_ids}
+    absent = sorted(wanted - set(ref_ids))
+    if absent:
+        raise InvalidReference(f"case_ids not in the reference: {_listing(absent)}")
+    return sorted(wanted)
+
+
+def score(
+    task: str,
+    reference: Path,
+    predictions: Path,
+    *,
+    options: ScoreOptions | None = None,
+) -> ScoreReport:
+    """Score ``predictions`` against ``reference`` for a ``"classification"`` or
+    ``"segmentation"`` task; see the module docstring and ``docs/evaluator.md``."""
+    options = options or ScoreOptions()
+    reference, predictions = Path(reference), Path(predictions)
+    if task == "segmentation":
+        report = _score_segmentation(reference, predictions, options)
+    elif task == "classification":
+        report = _score_classification(reference, predictions, options)
+    else:
+        raise ValueError(f"unknown task {task!r}: expected 'classification' or 'segmentation'")
+    report.meta["reference_sha256"] = _sha256_path(reference)
+    report.meta["predictions_sha256"] = _sha256_path(predictions)
+    return report
+
+
+def _base_meta(task: str, options: ScoreOptions) -> dict[str, Any]:
+    return {
+        "evaluator": "scanbench-evaluator",
+        "version": __version__,
+        "task": task,
+        "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": options.to_json(),
+    }
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def _spacing_of(grid: Grid) -> tuple[float, ...]:
+    return grid.spacing if grid.spacing is not None else (1.0,) * len(grid.shape)
+
+
+def _check_grid(ref: Grid, pred: Grid, display: str, case_id: str) -> None:
+    if ref.shape != pred.shape:
+        raise InvalidSubmission(
+            f"mask shape {pred.shape} differs from the reference shape {ref.shape}",
+            file=display,
+            case=case_id,
+        )
+    if (
+        ref.spacing is not None
+        and pred.spacing is not None
+        and not np.allclose(ref.spacing, pred.spacing, rtol=1e-4, atol=1e-5)
+    ):
+        raise InvalidSubmission(
+            f"voxel spacing {tuple(round(s, 6) for s in pred.spacing)} differs from the "
+            f"reference spacing {tuple(round(s, 6) for s in ref.spacing)} (not resampled)",
+            file=display,
+            case=case_id,
+        )
+    if (
+        ref.affine is not None
+        and pred.affine is not None
+        and ref.space == pred.space
+        and not np.allclose(ref.affine, pred.affine, rtol=1e-4, atol=1e-3)
+    ):
+        raise InvalidSubmission(
+            "image grid (origin/orientation in the header) differs from the reference "
+            "(copy the header of the test input)",
+            file=display,
+            case=case_id,
+        )
+
+
+def _decode(f: CaseFile, role: str, limits: ZipLimits) -> Mask:
+    err = InvalidReference if role == "reference" else InvalidSubmission
+    raw = f.read()
+    try:
+        return decode_mask(raw, f.extension, max_voxel_bytes=limits.max_member_bytes)
+    except MaskDecodeError as exc:
+        raise err(f"unreadable or truncated mask: {exc}", file=f.display, case=f.case_id) from exc
+
+
+@dataclass
+class _CaseResult:
+    case_id: str
+    per_label: dict[int, dict[str, float]]
+    ref_labels: set[int]
+    pred_labels: set[int]
+    diagonal: float
+    pred_display: str
+
+
+def _score_case(
+    case_id: str,
+    ref_file: CaseFile,
+    pred_file: CaseFile | None,
+    options: ScoreOptions,
+    metric_names: Collection[str],
+) -> _CaseResult:
+    ref = _decode(ref_file, "reference", options.limits)
+    spacing = _spacing_of(ref.grid)
+    diagonal = float(
+        math.sqrt(sum((n * s) ** 2 for n, s in zip(ref.grid.shape, spacing, strict=True)))
+    )
+    if pred_file is None:
+        present = {lab for lab in range(1, ref.max + 1) if np.any(ref.data == lab)}
+        return _CaseResult(case_id, {}, present, set(), diagonal, "")
+    pred = _decode(pred_file, "predictions", options.limits)
+    _check_grid(ref.grid, pred.grid, pred_file.display, case_id)
+    declared = options.labels
+    if declared is not None and pred.max > max(declared, default=0):
+        raise InvalidSubmission(
+            f"label {pred.max} is not a label of this challenge "
+            f"(labels: 0, {', '.join(map(str, declared))})",
+            file=pred_file.display,
+            case=case_id,
+        )
+    top = max(ref.max, pred.max)
+    labels = list(range(1, top + 1))
+    per_label, counts = case_metrics_and_counts(
+        ref.data,
+        pred.data,
+        spacing,
+        labels=labels,
+        nsd_tolerance=options.nsd_tolerance,
+        metrics=metric_names,
+        max_label=top,
+    )
+    ref_labels = {lab for lab, c in counts.items() if c.n_ref > 0}
+    pred_labels = {lab for lab, c in counts.items() if c.n_pred > 0}
+    return _CaseResult(case_id, per_label, ref_labels, pred_labels, diagonal, pred_file.display)
+
+
+def _score_segmentation(reference: Path, predictions: Path, options: ScoreOptions) -> ScoreReport:
+    metric_names = list(options.metrics or SEGMENTATION_METRIC_NAMES)
+    for m in metric_names:
+        if m not in SEGMENTATION_METRICS:
+            raise ValueError(f"unknown segmentation metric {m!r}")
+    with (
+        list_case_files(reference, role="reference", limits=options.limits) as refs,
+        list_case_files(predictions, role="predictions", limits=options.limits) as preds,
+    ):
+        if not refs.files:
+            raise InvalidReference("no reference masks found", file=refs.display)
+        missing = set(_check_ids(refs.files, preds.files, preds.display, options.on_missing))
+        scored = _scored_ids(list(refs.files), options.case_ids)
+        workers = options.workers or min(4, os.cpu_count() or 1)
+
+        def run(cid: str) -> _CaseResult:
+            pf = None if cid in missing else preds.files[cid]
+            return _score_case(cid, refs.files[cid], pf, options, metric_names)
+
+        if workers > 1 and len(scored) > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(run, scored))
+        else:
+            results = [run(cid) for cid in scored]
+
+    if options.labels is not None:
+        labels = sorted({int(lab) for lab in options.labels if int(lab) != 0})
+    else:
+        labels = sorted(set().union(*(r.ref_labels for r in results)))
+    allowed = set(labels)
+    for r in results:
+        extra = sorted(r.pred_labels - allowed)
+        if extra:
+            raise InvalidSubmission(
+                f"label {extra[0]} does not occur in the reference "
+                f"(labels: 0{''.join(', ' + str(lab) for lab in labels)})",
+                file=r.pred_display,
+                case=r.case_id,
+            )
+    if not labels:
+        labels = [1]  # every reference is empty: score label 1 so that the conventions apply
+    multi = labels != [1]
+
+    def key(metric: str, lab: int) -> str:
+        return f"{metric}/{lab}" if multi else metric
+
+    cases: dict[str, dict[str, float | None]] = {}
+    filled: dict[str, list[str]] = {}
+    for r in results:
+        values: dict[str, float | None] = {}
+        for m in metric_names:
+            info = SEGMENTATION_METRICS[m]
+            per_label_vals = []
+            for lab in labels:
+                if r.case_id in missing:
+                    v = info.worst_value if info.worst_value is not None else r.diagonal
+                    filled.setdefault(key(m, lab), []).append(r.case_id)
+                else:
+                    v = r.per_label.get(lab, empty_label_metrics())[m]
+                    if math.isnan(v) and not info.nan_is_undefined:
+                        v = info.worst_value if info.worst_value is not None else r.diagonal
+                        filled.setdefault(key(m, lab), []).append(r.case_id)
+                per_label_vals.append(v)
+                if multi:
+                    values[key(m, lab)] = _finite_or_none(v)
+            if multi:
+                defined = [v for v in per_label_vals if not math.isnan(v)]
+                values[m] = float(np.mean(defined)) if defined else None
+            else:
+                values[m] = _finite_or_none(per_label_vals[0])
+        cases[r.case_id] = values
+
+    agg = aggregate_cases(cases)
+    meta = _base_meta("segmentation", options)
+    prevalence = {
+        str(lab): (sum(lab in r.ref_labels for r in results) / len(results) if results else None)
+        for lab in labels
+    }
+    meta.update(
+        {
+            "n_cases": len(cases),
+            "labels": labels,
+            "missing_cases": sorted(missing & set(scored)),
+            "worst_filled": {k: len(v) for k, v in sorted(filled.items())},
+            "worst_filled_cases": {k: sorted(v) for k, v in sorted(filled.items())},
+            "n_in_mean": agg.n_in_mean,
+            "undefined": {k: v for k, v in agg.undefined.items() if v},
+            "prevalence": prevalence,
+            "intervals": _mean_intervals(cases, options),
+            "metrics": {m: SEGMENTATION_METRICS[m].to_json() for m in metric_names},
+        }
+    )
+    return ScoreReport(dict(agg.means), cases, meta)
+
+
+def _mean_intervals(
+    cases: Mapping[str, Mapping[str, float | None]], options: ScoreOptions
+) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    if options.bootstrap <= 0 or not cases:
+        return out
+    keys = list(next(iter(cases.values())).keys())
+    for k in keys:
+        vals = np.array(
+            [math.nan if c.get(k) is None else c[k] for c in cases.values()], dtype=np.float64
+        )
+        out[k] = bootstrap_mean_interval(
+            vals, n_resamples=options.bootstrap, seed=options.seed, level=options.confidence_level
+        ).to_json()
+    return out
+
+
+# ------------------------------------------------------------------------- classification
+
+
+def _read_csv_bytes(path: Path, role: str, limits: ZipLimits) -> tuple[bytes, str]:
+    err = InvalidReference if role == "reference" else InvalidSubmission
+    shown = path.name or str(path)
+    if path.is_symlink():
+        raise err("symbolic links are not allowed", file=shown)
+    if path.is_dir():
+        csvs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".csv")
+        if len(csvs) != 1:
+            raise err(
+                f"expected exactly one .csv file in the folder, found {len(csvs)}", file=shown
+            )
+        path, shown = csvs[0], f"{shown}/{csvs[0].name}"
+    if not path.exists():
+        raise err("no such file", file=shown)
+    if path.suffix.lower() == ".zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [
+                    (n, i)
+                    for n, i in iter_members(zf, limits=limits)
+                    if n.lower().endswith(".csv") and not n.rsplit("/", 1)[-1].startswith(".")
+                ]
+                if len(members) != 1:
+                    raise err(
+                        f"expected exactly one .csv file in the archive, found {len(members)}",
+                        file=shown,
+                    )
+                name, info = members[0]
+                return read_member(zf, info, max_bytes=limits.max_member_bytes), f"{shown}:{name}"
+        except UnsafeArchiveError as exc:
+            raise err(exc.problem, file=f"{shown}:{exc.member}" if exc.member else shown) from exc
+        except zipfile.BadZipFile as exc:
+            raise err(f"not a readable zip archive ({exc})", file=shown) from exc
+    try:
+        size = path.stat().st_size
+        if size > limits.max_member_bytes:
+            raise err(f"file size {size} bytes is over the limit", file=shown)
+        return path.read_bytes(), shown
+    except OSError as exc:
+        raise err(f"cannot be read ({exc.strerror or type(exc).__name__})", file=shown) from exc
+
+
+def _score_classification(reference: Path, predictions: Path, options: ScoreOptions) -> ScoreReport:
+    metric_names = list(options.metrics or BINARY_METRIC_NAMES)
+    for m in metric_names:
+        if m not in CLASSIFICATION_METRICS:
+            raise ValueError(f"unknown classification metric {m!r}")
+    ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
+    ref = read_reference_csv(ref_raw, ref_display)
+    pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)
+    pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)
+
+    missing = set(_check_ids(ref.case_ids, pred.case_ids, pred_display, options.on_missing))
+    scored = _scored_ids(ref.case_ids, options.case_ids)
+    ref_index = {c: i for i, c in enumerate(ref.case_ids)}
+    pred_index = {c: i for i, c in enumerate(pred.case_ids)}
+    k = len(ref.classes)
+    y = np.array([ref.labels[ref_index[c]] for c in scored], dtype=np.int64)
+    probs = np.empty((len(scored), k))
+    for i, c in enumerate(scored):
+        if c in missing:
+            # worst prediction: all probability on a wrong class
+            wrong = (ref.classes.index(int(y[i])) + 1) % k
+            probs[i] = 0.0
+            probs[i, wrong] = 1.0
+        else:
+            probs[i] = pred.probs[pred_index[c]]
+
+    binary = ref.binary
+    level = options.confidence_level
+    intervals: dict[str, dict[str, object]] = {}
+    extra_meta: dict[str, Any] = {}
+    if binary:
+        s = probs[:, 1]
+        values, thr = binary_metrics(
+            y,
+            s,
+            threshold=options.threshold,
+            sens_at_spec_target=options.sens_at_spec_target,
+            hard_labels=pred.hard_labels,
+            metrics=metric_names,
+        )
+        extra_meta["sens_at_spec_threshold"] = thr
+        flagged = s >= options.threshold
+        correct = flagged == (y == 1)
+        per_case_brier = (s - y) ** 2
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        tp = int((flagged & (y == 1)).sum())
+        tn = int((~flagged & (y == 0)).sum())
+        if "sensitivity" in metric_names:
+            intervals["sensitivity"] = wilson_interval(tp, n_pos, level=level).to_json()
+        if "specificity" in metric_names:
+            intervals["specificity"] = wilson_interval(tn, n_neg, level=level).to_json()
+        if "auc_roc" in metric_names and not pred.hard_labels:
+            intervals["auc_roc"] = delong_interval(y, s, level=level)[2].to_json()
+    else:
+        onehot = (y[:, None] == np.asarray(ref.classes)[None, :]).astype(np.float64)
+        values, thrs = multiclass_metrics(
+            y,
+            probs,
+            ref.classes,
+            threshold=options.threshold,
+            sens_at_spec_target=options.sens_at_spec_target,
+            hard_labels=pred.hard_labels,
+            metrics=metric_names,
+        )
+        extra_meta["sens_at_spec_threshold"] = {str(c): t for c, t in thrs.items()}
+        correct = np.argmax(probs, axis=1) == np.argmax(onehot, axis=1)
+        per_case_brier = np.mean((probs - onehot) ** 2, axis=1)
+        for j, cls in enumerate(ref.classes):
+            yc = (y == cls).astype(np.int64)
+            flagged = probs[:, j] >= options.threshold
+            if "sensitivity" in metric_names:
+                intervals[f"sensitivity/{cls}"] = wilson_interval(
+                    int((flagged & (yc == 1)).sum()), int(yc.sum()), level=level
+                ).to_json()
+            if "specificity" in metric_names:
+                intervals[f"specificity/{cls}"] = wilson_interval(
+                    int((~flagged & (yc == 0)).sum()), int((yc == 0).sum()), level=level
+                ).to_json()
+            if "auc_roc" in metric_names and not pred.hard_labels:
+                intervals[f"auc_roc/{cls}"] = delong_interval(yc, probs[:, j], level=level)[
+                    2
+                ].to_json()
+    intervals.update(
+        _classification_bootstrap(
+            y,
+            probs,
+            ref.classes,
+            binary,
+            pred.hard_labels,
+            options,
+            metric_names,
+            skip=set(intervals),
+        )
+    )
+    cases: dict[str, dict[str, float | None]] = {}
+    for i, c in enumerate(scored):
+        row: dict[str, float | None] = {"correct": float(correct[i])}
+        if not pred.hard_labels:
+            row["brier"] = float(per_case_brier[i])
+        cases[c] = row
+    aggregates = {m: _finite_or_none(v) for m, v in values.items()}
+    undefined_reason = {
+        m: "hard-label predictions carry no scores"
+        for m in THRESHOLD_FREE_METRICS
+        if pred.hard_labels and m in metric_names
+    }
+    for m, v in aggregates.items():
+        if v is None and m not in undefined_reason:
+            undefined_reason[m] = "undefined for these cases (e.g. only one class present)"
+    meta = _base_meta("classification", options)
+    meta.update(
+        {
+            "n_cases": len(scored),
+            "classes": ref.classes,
+            "prediction_kind": pred.kind,
+            "prevalence": {
+                str(c): (float(np.mean(y == c)) if len(y) else None) for c in ref.classes
+            },
+            "missing_cases": sorted(missing & set(scored)),
+            "worst_filled": {"*": len(missing & set(scored))} if missing else {},
+            "n_in_mean": {"*": len(scored)},
+            "undefined": undefined_reason,
+            "intervals": intervals,
+            "metrics": {m: metric_info("classification", m).to_json() for m in metric_names},
+            **extra_meta,
+        }
+    )
+    return ScoreReport(aggregates, cases, meta)
+
+
+def _classification_bootstrap(
+    y: np.ndarray[Any, np.dtype[np.int64]],
+    probs: np.ndarray[Any, np.dtype[np.float64]],
+    classes: list[int],
+    binary: bool,
+    hard: bool,
+    options: ScoreOptions,
+    metric_names: Collection[str],
+    skip: Collection[str],
+) -> dict[str, dict[str, object]]:
+    """Percentile bootstrap over cases for every aggregate without a closed-form interval."""
+    if options.bootstrap <= 0 or len(y) == 0:
+        return {}
+    rng = np.random.default_rng(options.seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(options.bootstrap):
+        idx = rng.integers(0, len(y), size=len(y))
+        if binary:
+            vals, _t = binary_metrics(
+                y[idx],
+                probs[idx, 1],
+                threshold=options.threshold,
+                sens_at_spec_target=options.sens_at_spec_target,
+                hard_labels=hard,
+                metrics=metric_names,
+            )
+        else:
+            vals, _ts = multiclass_metrics(
+                y[idx],
+                probs[idx],
+                classes,
+                threshold=options.threshold,
+                sens_at_spec_target=options.sens_at_spec_target,
+                hard_labels=hard,
+                metrics=metric_names,
+            )
+        for m, v in vals.items():
+            if m not in skip:
+                samples.setdefault(m, []).append(v)
+    alpha = (1.0 - options.confidence_level) / 2.0
+    out: dict[str, dict[str, object]] = {}
+    for m, vs in samples.items():
+        arr = np.asarray(vs)
+        arr = arr[~np.isnan(arr)]
+        if arr.size == 0:
+            out[m] = Interval(None, None, "bootstrap", options.confidence_level).to_json()
+            continue
+        lo, hi = np.quantile(arr, [alpha, 1 - alpha])
+        out[m] = Interval(float(lo), float(hi), "bootstrap", options.confidence_level).to_json()
+    return out
