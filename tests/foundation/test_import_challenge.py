@@ -69,7 +69,9 @@ def test_reimport_updates_in_place_and_keeps_the_drawn_parts(bundle):
     assert Challenge.objects.count() == 1 and Phase.objects.count() == 1
     assert Challenge.objects.get().title == "Fixed title"
     assert Case.objects.count() == 200
-    assert dict(Case.objects.filter(split="test").values_list("case_id", "leaderboard_part")) == parts
+    assert (
+        dict(Case.objects.filter(split="test").values_list("case_id", "leaderboard_part")) == parts
+    )
 
 
 @pytest.mark.django_db
@@ -109,7 +111,10 @@ def _bad_task(d):
         (_missing_title, "challenge.yaml: title: missing required field"),
         (_bad_date, "challenge.yaml: phases[0].opens: '31/01/2026' is not a date"),
         (_closes_before_opening, "challenge.yaml: phases[0].closes: the phase closes before"),
-        (_unknown_metric, "challenge.yaml: phases[0].metrics[1]: unknown classification metric 'dice'"),
+        (
+            _unknown_metric,
+            "challenge.yaml: phases[0].metrics[1]: unknown classification metric 'dice'",
+        ),
         (_bad_task, "challenge.yaml: task: 'detection' is not one of classification, segmentation"),
     ],
 )
@@ -157,7 +162,10 @@ def _symlink_entry(zf: zipfile.ZipFile) -> None:
         (lambda zf: zf.writestr("/etc/evil.csv", "x"), "has an absolute path"),
         (lambda zf: zf.writestr("../../evil.csv", "x"), "leaves the archive with '..'"),
         (_symlink_entry, "is a link, links are not allowed"),
-        (lambda zf: zf.writestr("padding.bin", b"\0" * (3 * 1024 * 1024)), "uncompressed size exceeds"),
+        (
+            lambda zf: zf.writestr("padding.bin", b"\0" * (3 * 1024 * 1024)),
+            "uncompressed size exceeds",
+        ),
     ],
     ids=["absolute", "dotdot", "symlink", "too-large"],
 )
