@@ -38,7 +38,14 @@ from .base import (
     tail_bytes,
 )
 from .image import evaluator_image_tag, evaluator_rootfs
-from .outputs import ChunkReader, OutputCheck, collect_tar_stream, ensure_empty_dir, stream_limit
+from .outputs import (
+    ChunkReader,
+    OutputCheck,
+    clear_dir,
+    collect_tar_stream,
+    ensure_empty_dir,
+    stream_limit,
+)
 from .spec import RunResult, RunSpec, RunStatus
 
 __all__ = ["BubblewrapBackend"]
@@ -285,9 +292,8 @@ class BubblewrapBackend(SandboxBackend):
                     f"it filled the output limit of {limits.output_bytes // 2**20} MiB"
                 ),
             )
-        if (timed_out or oom or (output is not None and not output.ok)) and spec.output_dir.exists():
-            for child in spec.output_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if timed_out or oom or (output is not None and not output.ok):
+            clear_dir(spec.output_dir)
         if exit_code < 0:
             exit_code = 128 - exit_code
         status, message = result_message(

@@ -36,7 +36,14 @@ from .base import (
     tail_bytes,
 )
 from .image import evaluator_image_tag
-from .outputs import ChunkReader, OutputCheck, collect_tar_stream, ensure_empty_dir, stream_limit
+from .outputs import (
+    ChunkReader,
+    OutputCheck,
+    clear_dir,
+    collect_tar_stream,
+    ensure_empty_dir,
+    stream_limit,
+)
 from .spec import RunResult, RunSpec, RunStatus
 
 __all__ = ["DockerBackend"]
@@ -220,6 +227,7 @@ class DockerBackend(SandboxBackend):
                     reader, spec.output_dir, policy=spec.output_policy, limits=limits
                 )
                 if output.ok and near_full(output.total_bytes, limits):
+                    clear_dir(spec.output_dir)
                     output = OutputCheck(
                         ok=False, full=True, total_bytes=output.total_bytes,
                         participant_reason=(

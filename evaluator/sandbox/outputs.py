@@ -21,7 +21,14 @@ from typing import IO
 
 from .spec import SCORER_FILES, Limits, OutputPolicy
 
-__all__ = ["OutputCheck", "ChunkReader", "collect_tar_stream", "ensure_empty_dir"]
+__all__ = [
+    "ChunkReader",
+    "OutputCheck",
+    "clear_dir",
+    "collect_tar_stream",
+    "ensure_empty_dir",
+    "stream_limit",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 # Files that look like a submission scoring itself. Refused with their own message.
@@ -81,7 +88,8 @@ def ensure_empty_dir(path: Path) -> None:
         raise ValueError(f"output directory {path} is not empty")
 
 
-def _clear(dest: Path) -> None:
+def clear_dir(dest: Path) -> None:
+    """Remove everything inside ``dest`` (after a refusal: nothing partial reaches a scorer)."""
     for child in dest.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -90,7 +98,7 @@ def _clear(dest: Path) -> None:
 
 
 def _refuse(dest: Path, reason: str, detail: str, *, full: bool = False) -> OutputCheck:
-    _clear(dest)
+    clear_dir(dest)
     return OutputCheck(ok=False, participant_reason=reason, detail=detail, full=full)
 
 
