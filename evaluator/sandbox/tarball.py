@@ -93,8 +93,12 @@ def _layer_bytes(
                     raise _refuse(path, f"layer {name} has a path that leaves the image")
                 if member.issparse():
                     raise _refuse(path, f"layer {name} has a sparse file")
-                if member.ischr() or member.isblk():
-                    raise _refuse(path, f"layer {name} has a device file")
+                # Device nodes under /dev are hidden by the /dev the engine mounts (and base
+                # images made with debootstrap carry them); anywhere else they are refused.
+                if (member.ischr() or member.isblk()) and not member.name.removeprefix(
+                    "./"
+                ).startswith("dev/"):
+                    raise _refuse(path, f"layer {name} has a device file outside /dev")
                 if member.islnk() and not _safe_name(member.linkname):
                     raise _refuse(path, f"layer {name} has a hard link that leaves the image")
                 total += max(member.size, 0)
