@@ -44,7 +44,7 @@ class InvalidImageTarball(InvalidSubmission):
 @dataclass(frozen=True, slots=True)
 class TarballLimits:
     max_tarball_bytes: int = 8 * 1024**3
-    max_unpacked_bytes: int = 16 * 1024**3
+    max_unpacked_bytes: int = 8 * 1024**3  # raise it for CUDA images (~10 GB)
     max_members: int = 200_000
 
 
