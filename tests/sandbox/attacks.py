@@ -62,8 +62,9 @@ for path in os.environ["HOST_PATHS"].split(","):
         blocked(f"open {path}", exc)
 with open("/proc/self/mountinfo") as f:
     mounts = f.read()
+tokens = mounts.split()
 for path in os.environ["HOST_PATHS"].split(","):
-    if path in mounts:
+    if any(t == path or t.startswith(path + "/") for t in tokens):
         breach(f"mount table names {path}")
 found = 0
 for top in ("/input", "/tmp", "/opt", "/reference", "/mnt", "/srv", "/home", "/root", "/run", "/var",
