@@ -4,7 +4,6 @@ from django.contrib import admin
 
 from challenges.models import (
     Case,
-    CaseResult,
     Challenge,
     Dataset,
     Evaluation,
@@ -96,12 +95,6 @@ class EvaluationAdmin(admin.ModelAdmin[Evaluation]):
 class ResultAdmin(admin.ModelAdmin[Result]):
     list_display = ["id", "evaluation", "part", "created_at"]
     list_filter = ["part"]
-
-
-@admin.register(CaseResult)
-class CaseResultAdmin(admin.ModelAdmin[CaseResult]):
-    list_display = ["case_id", "result"]
-    search_fields = ["case_id"]
 
 
 @admin.register(WorkerHeartbeat)

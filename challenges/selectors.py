@@ -1,9 +1,12 @@
 """Read-side queries (HackSoft style). Views call these, never the ORM directly."""
 
+from datetime import datetime
+from typing import Any
+
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from challenges.models import Challenge
+from challenges.models import Challenge, LeaderboardEntry, Phase, Submission
 
 
 def challenge_list_public() -> QuerySet[Challenge]:
@@ -51,3 +54,72 @@ def challenge_class_balance(*, challenge: Challenge) -> list[dict[str, object]]:
             per_class.append({"name": name, "n": n, "percent": 100.0 * n / total})
         rows.append({"split": split, "total": total, "classes": per_class})
     return rows
+
+
+# --- phases, submissions, leaderboards ------------------------------------------------------
+
+
+def phase_get_public(*, phase_id: int) -> Phase:
+    try:
+        return Phase.objects.select_related("challenge", "dataset").get(
+            pk=phase_id, challenge__is_published=True
+        )
+    except Phase.DoesNotExist as exc:
+        raise Http404(f"No phase {phase_id}") from exc
+
+
+def user_is_organizer(*, user: Any, challenge: Challenge) -> bool:
+    if not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    return challenge.organizers.filter(pk=user.pk).exists()
+
+
+def private_leaderboard_visible(*, user: Any, phase: Phase, now: datetime | None = None) -> bool:
+    """The private part decides the final standings: hidden from everyone but the organizers
+    until the phase closes, then shown to all."""
+    return phase.is_closed(now) or user_is_organizer(user=user, challenge=phase.challenge)
+
+
+class LeaderboardHidden(PermissionError):
+    pass
+
+
+def leaderboard_for_phase(
+    *, phase: Phase, part: str, user: Any, now: datetime | None = None
+) -> QuerySet[LeaderboardEntry]:
+    """The materialized rows of one part, in rank order. Never computes a metric.
+
+    Raises LeaderboardHidden for the private part before the phase closes (organizers excepted).
+    """
+    if part not in ("public", "private"):
+        raise ValueError(f"unknown leaderboard part {part!r}: use public or private")
+    if part == "private" and not private_leaderboard_visible(user=user, phase=phase, now=now):
+        raise LeaderboardHidden("The private leaderboard is revealed when the phase closes.")
+    return LeaderboardEntry.objects.filter(phase=phase, part=part).order_by(
+        "rank", "display_name", "pk"
+    )
+
+
+def submission_list_for_user(*, user: Any, phase: Phase) -> QuerySet[Submission]:
+    return (
+        Submission.objects.filter(phase=phase, participant=user)
+        .prefetch_related("evaluations")
+        .order_by("-created_at")
+    )
+
+
+def submission_get_for_user(*, user: Any, submission_id: int) -> Submission:
+    """A submission its participant, a member of its team, or an organizer may see."""
+    try:
+        submission = Submission.objects.select_related("phase__challenge").get(pk=submission_id)
+    except Submission.DoesNotExist as exc:
+        raise Http404(f"No submission {submission_id}") from exc
+    if not user.is_authenticated:
+        raise Http404(f"No submission {submission_id}")
+    own = submission.participant_id == user.pk
+    team = submission.team is not None and submission.team.members.filter(pk=user.pk).exists()
+    if own or team or user_is_organizer(user=user, challenge=submission.phase.challenge):
+        return submission
+    raise Http404(f"No submission {submission_id}")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from challenges import views
+from challenges import apis, views
 
 app_name = "challenges"
 
@@ -8,4 +8,20 @@ urlpatterns = [
     path("", views.ChallengeListView.as_view(), name="list"),
     path("healthz", views.healthz, name="healthz"),
     path("challenges/<slug:slug>/", views.ChallengeDetailView.as_view(), name="detail"),
+    path("api/phases/<int:phase_id>/limits/", apis.PhaseLimitsApi.as_view(), name="api-limits"),
+    path(
+        "api/phases/<int:phase_id>/submissions/",
+        apis.SubmissionCreateApi.as_view(),
+        name="api-submit",
+    ),
+    path(
+        "api/phases/<int:phase_id>/leaderboard/",
+        apis.LeaderboardApi.as_view(),
+        name="api-leaderboard",
+    ),
+    path(
+        "api/submissions/<int:submission_id>/",
+        apis.SubmissionDetailApi.as_view(),
+        name="api-submission",
+    ),
 ]

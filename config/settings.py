@@ -185,3 +185,22 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"queue": "cpu"},
     },
 }
+
+# --- Evaluation pipeline -------------------------------------------------------------------------
+# The reaper re-sends a queued evaluation whose task was sent this long ago (the broker may have
+# lost it), and takes back a running/scoring one stuck past its time limit plus this grace.
+SCANBENCH_REQUEUE_AFTER_S = env.int("SCANBENCH_REQUEUE_AFTER_S", default=300)
+SCANBENCH_STUCK_GRACE_S = env.int("SCANBENCH_STUCK_GRACE_S", default=900)
+SCANBENCH_MAX_DELIVERIES = env.int("SCANBENCH_MAX_DELIVERIES", default=3)
+SCANBENCH_REAPER_INTERVAL_S = env.float("SCANBENCH_REAPER_INTERVAL_S", default=60.0)
+# Bootstrap resamples for intervals computed while scoring live (analytic Wilson and DeLong
+# intervals are always computed); 0 keeps the upload-to-leaderboard path short.
+SCANBENCH_LIVE_BOOTSTRAP = env.int("SCANBENCH_LIVE_BOOTSTRAP", default=0)
+# Resamples for the leaderboard's rank intervals (computed by leaderboard_update).
+SCANBENCH_RANK_BOOTSTRAP = env.int("SCANBENCH_RANK_BOOTSTRAP", default=1000)
+CELERY_BEAT_SCHEDULE["evaluations-reap"] = {
+    "task": "challenges.tasks.evaluations_reap",
+    "schedule": SCANBENCH_REAPER_INTERVAL_S,
+}
+SCANBENCH_NOTIFY_BY_EMAIL = env.bool("SCANBENCH_NOTIFY_BY_EMAIL", default=True)
+SCANBENCH_SITE_URL = env("SCANBENCH_SITE_URL", default="http://127.0.0.1:8000")

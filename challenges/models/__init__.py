@@ -2,7 +2,8 @@
 
 from challenges.models.challenge import Challenge, TaskType
 from challenges.models.data import Case, CaseSplit, Dataset, LeaderboardPart
-from challenges.models.evaluation import CaseResult, Evaluation, EvaluationState, Result
+from challenges.models.evaluation import Evaluation, EvaluationState, Result
+from challenges.models.leaderboard import LeaderboardEntry, LeaderboardSnapshot, SubmissionCounter
 from challenges.models.phase import Direction, Phase, RankingScheme, SubmissionKind
 from challenges.models.submission import Submission
 from challenges.models.team import Team, TeamMembership
@@ -10,18 +11,20 @@ from challenges.models.worker import WorkerHeartbeat
 
 __all__ = [
     "Case",
-    "CaseResult",
     "CaseSplit",
     "Challenge",
     "Dataset",
     "Direction",
     "Evaluation",
     "EvaluationState",
+    "LeaderboardEntry",
     "LeaderboardPart",
+    "LeaderboardSnapshot",
     "Phase",
     "RankingScheme",
     "Result",
     "Submission",
+    "SubmissionCounter",
     "SubmissionKind",
     "TaskType",
     "Team",

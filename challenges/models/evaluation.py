@@ -67,6 +67,13 @@ class Evaluation(models.Model):
     message = models.TextField(blank=True, help_text="Shown to the participant.")
     logs = models.TextField(blank=True, help_text="Bounded log tail, organizers only.")
     sandbox_backend = models.CharField(max_length=16, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a task for this attempt was last sent."
+    )
+    predictions = models.CharField(
+        max_length=500, blank=True, help_text="Predictions written by a code submission."
+    )
+    timings = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-queued_at"]
@@ -88,11 +95,17 @@ class Evaluation(models.Model):
 
 
 class Result(models.Model):
-    """Aggregate metrics of one evaluation on one leaderboard part of the test set."""
+    """Metrics of one evaluation on one leaderboard part of the test set.
+
+    Per-case values are kept (bootstrap intervals, significance tests, re-ranking) as one JSON
+    document per result, ``{case_id: {metric: value}}``, rather than one row per case: the
+    leaderboard reads every entry's per-case values at once, and a 10,000-case submission would
+    otherwise write 20,000 rows. Written once per evaluation and part (unique constraint)."""
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
     part = models.CharField(max_length=8, choices=[("public", "Public"), ("private", "Private")])
     aggregates = models.JSONField(default=dict)
+    cases = models.JSONField(default=dict)
     meta = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -103,20 +116,3 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.part} result of {self.evaluation}"
-
-
-class CaseResult(models.Model):
-    """The metric values of one case, kept for bootstrap intervals, significance tests and
-    re-ranking. One row per case and result."""
-
-    result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="case_results")
-    case_id = models.CharField(max_length=200)
-    values = models.JSONField(default=dict)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["result", "case_id"], name="case_result_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return self.case_id

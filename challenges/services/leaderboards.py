@@ -1,0 +1,234 @@
+"""Materialized leaderboards: recomputed after each result, read without computing metrics.
+
+Per phase and part (public: live; private: hidden until the phase closes), one row per entrant
+(a participant, a team, or a baseline), chosen as the phase says (best or latest submission, or
+the Ladder), ranked on the stored full-precision primary metric, ties sharing a rank. Rank
+intervals (bootstrap over cases) and significance tiers (Wilcoxon + Holm) are added where the
+primary metric is a mean over cases. Every change is kept as a dated snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from django.conf import settings
+from django.db import transaction
+
+from challenges.models import (
+    EvaluationState,
+    LeaderboardEntry,
+    LeaderboardSnapshot,
+    Phase,
+    Result,
+)
+from challenges.models.phase import Direction, EntrySelection, RankingScheme
+from evaluator import ranking
+from evaluator.metrics.registry import Task
+
+PARTS = ("public", "private")
+# Metrics whose aggregate is the mean of per-case values: only these get bootstrap rank
+# intervals and Wilcoxon tiers over cases (AUC, sensitivity, ... are not per-case means).
+PER_CASE_MEAN = {"dice", "iou", "hd", "hd95", "assd", "nsd", "brier", "sensitivity", "specificity"}
+MAX_STABILITY_CELLS = 5_000_000  # entries x cases; beyond this the update stays O(entries)
+
+
+@dataclass
+class _Candidate:
+    result_id: int
+    evaluation_id: int
+    submission_id: int
+    created_at: datetime
+    entrant: str
+    display_name: str
+    participant_id: int | None
+    team_id: int | None
+    is_baseline: bool
+    aggregates: dict[str, Any]
+    meta_intervals: dict[str, Any]
+    worst_filled: int
+
+    def score(self, metric: str) -> float | None:
+        v = self.aggregates.get(metric)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _candidates(phase: Phase, part: str) -> list[_Candidate]:
+    """The newest successful attempt of every submission, aggregates only (no per-case data)."""
+    rows = (
+        Result.objects.filter(
+            part=part,
+            evaluation__state=EvaluationState.SUCCEEDED,
+            evaluation__submission__phase=phase,
+        )
+        .order_by("evaluation__submission_id", "-evaluation__attempt")
+        .values_list(
+            "pk", "evaluation_id", "evaluation__submission_id",
+            "evaluation__submission__created_at", "evaluation__submission__participant_id",
+            "evaluation__submission__participant__username", "evaluation__submission__team_id",
+            "evaluation__submission__team__name", "evaluation__submission__is_baseline",
+            "evaluation__submission__baseline_name",
+            "aggregates", "meta__intervals", "meta__worst_filled",
+        )
+    )  # fmt: skip
+    seen: set[int] = set()
+    out: list[_Candidate] = []
+    for pk, ev, sub, created, uid, uname, tid, tname, baseline, bname, agg, iv, wf in rows:
+        if sub in seen:  # an older attempt of a submission already taken
+            continue
+        seen.add(sub)
+        if baseline:
+            entrant, name = f"baseline:{bname}", f"{bname} (baseline)"
+        elif tid is not None:
+            entrant, name = f"team:{tid}", tname
+        else:
+            entrant, name = f"user:{uid}", uname
+        worst = max((int(v) for v in (wf or {}).values()), default=0)
+        out.append(
+            _Candidate(
+                pk, ev, sub, created, entrant, name, uid if not baseline else None, tid,
+                bool(baseline), agg or {}, iv or {}, worst,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _per_case(result_ids: list[int], metric: str) -> dict[int, dict[str, float | None]]:
+    """Per-case values of one metric for the given results (reads the JSON documents)."""
+    out: dict[int, dict[str, float | None]] = {}
+    for pk, cases in Result.objects.filter(pk__in=result_ids).values_list("pk", "cases"):
+        out[pk] = {c: (v or {}).get(metric) for c, v in (cases or {}).items()}
+    return out
+
+
+def _select(phase: Phase, candidates: list[_Candidate]) -> dict[str, tuple[_Candidate, int]]:
+    """One candidate per entrant (and how many they have), as the phase chooses."""
+    by_entrant: dict[str, list[_Candidate]] = defaultdict(list)
+    for c in candidates:
+        by_entrant[c.entrant].append(c)
+    higher = phase.primary_direction == Direction.HIGHER
+    metric = phase.primary_metric
+    chosen: dict[str, tuple[_Candidate, int]] = {}
+    for entrant, cs in by_entrant.items():
+        cs.sort(key=lambda c: (c.created_at, c.submission_id))
+        if phase.entry_selection == EntrySelection.LATEST:
+            pick = cs[-1]
+        elif phase.use_ladder and len(cs) > 1:
+            per_case = _per_case([c.result_id for c in cs], metric)
+            steps = ranking.ladder(
+                [(str(c.result_id), per_case.get(c.result_id, {})) for c in cs],
+                higher_is_better=higher,
+            )
+            best_id = int(steps[-1].best) if steps and steps[-1].best else cs[0].result_id
+            pick = next(c for c in cs if c.result_id == best_id)
+        else:
+
+            def key(c: _Candidate) -> tuple[int, float]:
+                s = c.score(metric)
+                return (0, 0.0) if s is None else (1, s if higher else -s)
+
+            pick = max(cs, key=key)  # earliest wins ties: max keeps the first maximum
+        chosen[entrant] = (pick, len(cs))
+    return chosen
+
+
+def _rank(
+    phase: Phase, chosen: dict[str, _Candidate]
+) -> tuple[dict[str, int], dict[str, float | None]]:
+    higher = phase.primary_direction == Direction.HIGHER
+    if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE and len(phase.metrics) > 1:
+        from evaluator.metrics.registry import metric_info
+
+        ids = {e: c.result_id for e, c in chosen.items()}
+        by_metric: dict[str, Any] = {}
+        directions: dict[str, bool] = {}
+        for m in phase.metrics:
+            per_case = _per_case(list(ids.values()), m)
+            if not any(per_case.values()):
+                continue  # not a per-case metric: ranked through the aggregate below
+            by_metric[m] = {e: per_case.get(pk, {}) for e, pk in ids.items()}
+            directions[m] = metric_info(cast(Task, phase.challenge.task_type), m).higher_is_better
+        if by_metric:
+            mean_rank, ranks = ranking.rank_then_aggregate(by_metric, higher_is_better=directions)
+            return ranks, {e: mean_rank[e] for e in chosen}
+    scores = {e: c.score(phase.primary_metric) for e, c in chosen.items()}
+    return ranking.rank_scores(scores, higher_is_better=higher), scores
+
+
+def _stability(phase: Phase, chosen: dict[str, _Candidate]) -> dict[str, dict[str, Any]]:
+    metric = phase.primary_metric
+    if metric not in PER_CASE_MEAN or len(chosen) < 2:
+        return {}
+    per_case = _per_case([c.result_id for c in chosen.values()], metric)
+    values = {e: per_case.get(c.result_id, {}) for e, c in chosen.items()}
+    n_cases = max((len(v) for v in values.values()), default=0)
+    if len(values) * n_cases > MAX_STABILITY_CELLS:
+        return {}
+    higher = phase.primary_direction == Direction.HIGHER
+    stab = ranking.bootstrap_ranks(
+        values,
+        higher_is_better=higher,
+        n_resamples=settings.SCANBENCH_RANK_BOOTSTRAP,
+        seed=phase.pk,
+    )
+    tiers = ranking.significance_tiers(values, higher_is_better=higher)
+    return {
+        e: {"rank_low": stab.rank_low[e], "rank_high": stab.rank_high[e], "tier": tiers.tier[e]}
+        for e in values
+    }
+
+
+def _interval(c: _Candidate, metric: str) -> tuple[float | None, float | None]:
+    iv = c.meta_intervals.get(metric) or {}
+    return iv.get("low"), iv.get("high")
+
+
+def leaderboard_update(*, phase_id: int, reason: str = "new result") -> dict[str, int]:
+    """Recompute and store the rows of both parts of a phase's leaderboard."""
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        # One recomputation of a phase at a time; a concurrent one waits and then sees all.
+        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase_id)
+        for part in PARTS:
+            chosen_n = _select(phase, _candidates(phase, part))
+            chosen = {e: cn[0] for e, cn in chosen_n.items()}
+            ranks, scores = _rank(phase, chosen)
+            extra = _stability(phase, chosen)
+            rows = []
+            for e, c in chosen.items():
+                low, high = _interval(c, phase.primary_metric)
+                rows.append(
+                    LeaderboardEntry(
+                        phase=phase, part=part, entrant=e, display_name=c.display_name,
+                        participant_id=c.participant_id, team_id=c.team_id,
+                        submission_id=c.submission_id, evaluation_id=c.evaluation_id,
+                        is_baseline=c.is_baseline, rank=ranks[e], score=scores[e],
+                        score_ci_low=low, score_ci_high=high,
+                        rank_low=extra.get(e, {}).get("rank_low"),
+                        rank_high=extra.get(e, {}).get("rank_high"),
+                        tier=extra.get(e, {}).get("tier"),
+                        aggregates={m: c.aggregates.get(m) for m in phase.metrics},
+                        n_submissions=chosen_n[e][1], n_worst_filled=c.worst_filled,
+                        submitted_at=c.created_at,
+                    )
+                )  # fmt: skip
+            LeaderboardEntry.objects.filter(phase=phase, part=part).delete()
+            LeaderboardEntry.objects.bulk_create(rows, batch_size=1000)
+            snapshot = sorted(
+                ({"entrant": r.entrant, "rank": r.rank, "score": r.score} for r in rows),
+                key=lambda r: (r["rank"], r["entrant"]),
+            )
+            last = (
+                LeaderboardSnapshot.objects.filter(phase=phase, part=part)
+                .values_list("rows", flat=True)
+                .first()
+            )
+            if last != snapshot:
+                LeaderboardSnapshot.objects.create(
+                    phase=phase, part=part, reason=reason, rows=snapshot
+                )
+            counts[part] = len(rows)
+    return counts

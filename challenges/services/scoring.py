@@ -1,0 +1,96 @@
+"""Scoring an evaluation with the trusted evaluator: public and private parts, separately."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from challenges.models import EvaluationState, Phase, TaskType
+from challenges.services.evaluations import (
+    evaluation_begin,
+    evaluation_fail,
+    evaluation_finish,
+    failure_logs,
+)
+from challenges.services.references import ReferenceError_, reference_for_phase
+from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
+
+logger = logging.getLogger(__name__)
+
+
+def _options(phase: Phase, case_ids: list[str]) -> ScoreOptions:
+    classes = phase.challenge.classes or []
+    labels = (
+        list(range(1, len(classes) + 1))
+        if phase.challenge.task_type == TaskType.SEGMENTATION and classes
+        else None
+    )
+    return ScoreOptions(
+        threshold=phase.decision_threshold,
+        nsd_tolerance=phase.nsd_tolerance_mm,
+        bootstrap=settings.SCANBENCH_LIVE_BOOTSTRAP,
+        seed=phase.pk,
+        metrics=list(phase.metrics) or None,
+        case_ids=case_ids,
+        labels=labels,
+        # METRICS.md: a missing case gets the worst value before any mean, and is counted.
+        on_missing="worst",
+    )
+
+
+def evaluation_score(*, evaluation_id: int) -> None:
+    """Score the evaluation's predictions (the uploaded file, or what a sandbox run wrote).
+
+    Idempotent: a second delivery after success does nothing; a delivery after a crash in the
+    middle scores again and the first finish wins."""
+    evaluation = evaluation_begin(evaluation_id=evaluation_id, stage=EvaluationState.SCORING)
+    if evaluation is None:
+        return
+    submission = evaluation.submission
+    phase = submission.phase
+    predictions = Path(evaluation.predictions or submission.file.path)
+    started = time.perf_counter()
+    try:
+        reference = reference_for_phase(phase=phase)
+        results: dict[str, dict[str, Any]] = {}
+        for part, ids in (("public", reference.public_ids), ("private", reference.private_ids)):
+            if ids:
+                report = score(
+                    phase.challenge.task_type,
+                    reference.path,
+                    predictions,
+                    options=_options(phase, ids),
+                )
+                results[part] = report.to_json()
+    except InvalidSubmission as exc:
+        evaluation_fail(evaluation_id=evaluation_id, message=f"Invalid predictions: {exc}")
+        return
+    except (InvalidReference, ReferenceError_) as exc:
+        logger.error("reference problem in %s: %s", phase, exc)
+        evaluation_fail(
+            evaluation_id=evaluation_id,
+            message="The reference of this phase has a problem; this does not count against "
+            "your limits. The organizers have been told.",
+            logs=f"reference problem: {exc}",
+            platform_fault=True,
+        )
+        return
+    except (MemoryError, ValueError, OSError) as exc:
+        logger.exception("scoring %s failed", evaluation)
+        evaluation_fail(
+            evaluation_id=evaluation_id,
+            message="The platform could not score this submission; it does not count against "
+            "your limits.",
+            logs=f"{type(exc).__name__}: {exc}\n{failure_logs()}",
+            platform_fault=True,
+        )
+        return
+    evaluation_finish(
+        evaluation_id=evaluation_id,
+        results=results,
+        timings={"scoring_s": time.perf_counter() - started},
+    )

@@ -1,0 +1,193 @@
+"""Creating submissions: cheap validation in the request, atomic limits, enqueue on commit."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.base import File
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from challenges.models import (
+    Evaluation,
+    EvaluationState,
+    Phase,
+    Submission,
+    SubmissionCounter,
+    SubmissionKind,
+    TaskType,
+    Team,
+    TeamMembership,
+)
+
+ALLOWED_SUFFIXES: dict[str, dict[str, tuple[str, ...]]] = {
+    SubmissionKind.PREDICTIONS: {
+        TaskType.CLASSIFICATION: (".csv", ".zip"),
+        TaskType.SEGMENTATION: (".zip",),
+    },
+    SubmissionKind.MODEL: {t: (".pt", ".onnx") for t in TaskType.values},
+    SubmissionKind.CONTAINER: {t: (".tar", ".tar.gz", ".tgz") for t in TaskType.values},
+}
+
+
+class SubmissionRefused(ValueError):
+    """The upload was refused; the message tells the participant why (HTTP 4xx)."""
+
+    def __init__(self, message: str, *, code: str = "invalid", status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    daily_limit: int
+    daily_used: int
+    total_limit: int
+    total_used: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, min(self.daily_limit - self.daily_used, self.total_limit - self.total_used))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "daily_limit": self.daily_limit,
+            "daily_used": self.daily_used,
+            "total_limit": self.total_limit,
+            "total_used": self.total_used,
+            "remaining": self.remaining,
+            "resets_at": self.resets_at.isoformat(),
+        }
+
+
+def entrant_for(*, user: User, phase: Phase) -> tuple[str, Team | None]:
+    """The entrant a user submits as in a phase: their team in the challenge, or themselves."""
+    membership = (
+        TeamMembership.objects.select_related("team")
+        .filter(challenge_id=phase.challenge_id, user_id=user.pk)
+        .first()
+    )
+    if membership is not None:
+        return f"team:{membership.team_id}", membership.team
+    return f"user:{user.pk}", None
+
+
+def _counted(phase: Phase, user: User, team: Team | None) -> Any:
+    """Submissions that count against the limits: the entrant's, except baselines and those
+    whose latest attempt failed through the platform's fault."""
+    platform_failed = Evaluation.objects.filter(
+        submission=OuterRef("pk"), state=EvaluationState.FAILED, platform_fault=True
+    )
+    newer = Evaluation.objects.filter(submission=OuterRef("pk"), attempt__gt=OuterRef("attempt"))
+    failed_last = Exists(platform_failed.exclude(Exists(newer)))
+    who = Q(team=team) if team is not None else Q(participant_id=user.pk, team__isnull=True)
+    return Submission.objects.filter(who, phase=phase, is_baseline=False).exclude(failed_last)
+
+
+def limits_for(*, user: User, phase: Phase, now: datetime | None = None) -> Limits:
+    """How many submissions the user (or their team) has used and has left, today and in all."""
+    now = now or timezone.now()
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    _, team = entrant_for(user=user, phase=phase)
+    counted = _counted(phase, user, team)
+    return Limits(
+        daily_limit=phase.daily_limit,
+        daily_used=counted.filter(created_at__gte=day_start).count(),
+        total_limit=phase.total_limit,
+        total_used=counted.count(),
+        resets_at=day_start + timedelta(days=1),
+    )
+
+
+def _check_file(phase: Phase, name: str, size: int) -> None:
+    allowed = ALLOWED_SUFFIXES[phase.submission_kind][phase.challenge.task_type]
+    if not name.lower().endswith(allowed):
+        raise SubmissionRefused(
+            f"{name}: this phase takes {phase.get_submission_kind_display().lower()} "
+            f"as {' or '.join(allowed)}",
+            code="file_type",
+        )
+    if size <= 0:
+        raise SubmissionRefused(f"{name}: the file is empty", code="empty")
+    if size > settings.SCANBENCH_MAX_UPLOAD_BYTES:
+        raise SubmissionRefused(
+            f"{name}: {size} bytes is over the upload limit of "
+            f"{settings.SCANBENCH_MAX_UPLOAD_BYTES} bytes",
+            code="too_large",
+            status=413,
+        )
+
+
+def _sha256(fh: IO[bytes]) -> str:
+    h = hashlib.sha256()
+    fh.seek(0)
+    while chunk := fh.read(1 << 20):
+        h.update(chunk)
+    fh.seek(0)
+    return h.hexdigest()
+
+
+def submission_create(
+    *,
+    user: User,
+    phase: Phase,
+    file: File[bytes],
+    comment: str = "",
+    now: datetime | None = None,
+) -> Submission:
+    """Accept an upload: check the phase is open, the file type and size, and the limits
+    (atomically, under a lock on the entrant's counter row), store the file with its sha256,
+    create the submission and its first evaluation, and enqueue the evaluation on commit.
+
+    Raises SubmissionRefused with a message for the participant; stores nothing then.
+    """
+    now = now or timezone.now()
+    name = file.name or "upload"
+    if not phase.is_open(now):
+        state = "has not opened yet" if now < phase.opens_at else "is closed"
+        raise SubmissionRefused(f"Phase '{phase.title}' {state}.", code="phase_closed", status=403)
+    _check_file(phase, name, file.size or 0)
+    digest = _sha256(file)
+    entrant, team = entrant_for(user=user, phase=phase)
+    with transaction.atomic():
+        SubmissionCounter.objects.bulk_create(
+            [SubmissionCounter(phase=phase, entrant=entrant)], ignore_conflicts=True
+        )
+        # Serializes concurrent uploads of one entrant: the count below cannot go stale.
+        SubmissionCounter.objects.select_for_update().get(phase=phase, entrant=entrant)
+        limits = limits_for(user=user, phase=phase, now=now)
+        if limits.total_used >= limits.total_limit:
+            raise SubmissionRefused(
+                f"You have used all {limits.total_limit} submissions of this phase.",
+                code="total_limit",
+                status=429,
+            )
+        if limits.daily_used >= limits.daily_limit:
+            raise SubmissionRefused(
+                f"You have used today's {limits.daily_limit} submissions; the next one is "
+                f"possible after {limits.resets_at:%Y-%m-%d %H:%M} UTC.",
+                code="daily_limit",
+                status=429,
+            )
+        submission = Submission(
+            phase=phase,
+            participant=user,
+            team=team,
+            kind=phase.submission_kind,
+            sha256=digest,
+            comment=comment[:500],
+        )
+        submission.file.save(name.rsplit("/", 1)[-1], file, save=False)
+        submission.save()
+        from challenges.services.evaluations import evaluation_create
+
+        evaluation_create(submission=submission)
+    return submission
