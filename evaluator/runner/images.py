@@ -48,7 +48,7 @@ def load_case(path: Path, spec: InputSpec) -> Case:
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        image = nib.load(str(path))
+        image: Any = nib.load(str(path))
         data = np.asarray(image.dataobj, dtype=np.float32)
         kind, header = "nifti", image
         while data.ndim > spatial + 1 and data.shape[-1] == 1:
@@ -104,7 +104,7 @@ def _resize_axis(
 def resize(
     data: np.ndarray[Any, Any], size: tuple[int, ...], *, nearest: bool = False
 ) -> np.ndarray[Any, Any]:
-    """Resample the trailing ``len(size)`` axes of ``data`` to ``size`` (separable, linear/nearest)."""
+    """Resample the trailing ``len(size)`` axes of ``data`` to ``size`` (separable)."""
     offset = data.ndim - len(size)
     for i, target in enumerate(size):
         data = _resize_axis(data, offset + i, target, nearest=nearest)
@@ -142,13 +142,14 @@ def save_mask(case: Case, labels: np.ndarray[Any, Any], output_dir: Path, mask_f
         return target
     import nibabel as nib
 
+    nifti: Any = nib.Nifti1Image
     target = output_dir / f"{case.case_id}.nii.gz"
     dtype = np.uint8 if int(labels.max(initial=0)) < 256 else np.int16
     if case.header is not None:
         header = case.header.header.copy()
         header.set_data_dtype(dtype)
-        image = nib.Nifti1Image(labels.astype(dtype), case.header.affine, header)
+        image = nifti(labels.astype(dtype), case.header.affine, header)
     else:
-        image = nib.Nifti1Image(labels.astype(dtype), np.eye(4))
+        image = nifti(labels.astype(dtype), np.eye(4))
     nib.save(image, str(target))
     return target

@@ -34,7 +34,7 @@ def _load_torchscript(path: Path) -> Predict:
 
     torch.set_num_threads(_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module = torch.jit.load(str(path), map_location=device)
+    module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
     module.eval()
 
     def predict(batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -54,7 +54,7 @@ class SandboxBackend(abc.ABC):
 
 
 class NoSandbox(SandboxBackend):
-    """The backend of a machine with neither Docker nor bubblewrap: refuses every code submission."""
+    """A machine with neither Docker nor bubblewrap: refuses every code submission."""
 
     name = "none"
     MESSAGE = (
@@ -135,23 +135,22 @@ def _all_world_readable(root: Path) -> bool:
 
 
 def _ancestors_searchable(path: Path) -> bool:
-    for parent in path.resolve().parents:
-        if os.stat(parent).st_mode & 0o001 == 0:
-            return False
-    return True
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.resolve().parents)
 
 
 def make_scratch_dir(prefix: str) -> Path:
     """A private per-run directory the sandbox user can traverse (0711) but not list."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(path, 0o711)
+    os.chmod(path, 0o711)  # noqa: S103 -- traversable by uid 65534, not listable
     if not _ancestors_searchable(path):
-        raise SandboxUnavailable(f"the temporary directory {path.parent} is not searchable by others")
+        raise SandboxUnavailable(
+            f"the temporary directory {path.parent} is not searchable by others"
+        )
     return path
 
 
 def make_world_readable_copy(source: Path, scratch: Path) -> Path:
-    """``source`` itself if the sandbox user can read all of it, else a readable copy under ``scratch``.
+    """``source`` if the sandbox user can read all of it, else a readable copy under ``scratch``.
 
     The sandbox runs as uid 65534, which cannot read a worker's 0600 files; inputs are copied, not
     re-permissioned in place. Symbolic links are copied as links (they resolve inside the sandbox).
@@ -164,7 +163,7 @@ def make_world_readable_copy(source: Path, scratch: Path) -> Path:
     else:
         shutil.copy2(source, target / source.name)
     for dirpath, _dirnames, filenames in os.walk(target):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o755)  # noqa: S103 -- the sandbox user must read its inputs
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):

@@ -54,6 +54,7 @@ _INIT = Path(__file__).with_name("bwrap_init.py")
 _HEADER_BYTES = 128
 _GRACE_S = 30.0  # for the init to pack /output after the submission stopped
 _PATH = "/usr/local/bin:/usr/bin:/bin"
+_TMP = "/tmp"  # noqa: S108 -- the path inside the sandbox, a private size-capped tmpfs
 
 
 class _Tail:
@@ -106,7 +107,12 @@ class BubblewrapBackend(SandboxBackend):
         try:
             probe = subprocess.run(
                 [*self._bwrap_base(), "--", "/bin/true"],
-                capture_output=True, timeout=30, check=False, **self._user_kwargs(),
+                capture_output=True,
+                timeout=30,
+                check=False,
+                user=SANDBOX_UID if self._as_root() else None,
+                group=SANDBOX_GID if self._as_root() else None,
+                extra_groups=[] if self._as_root() else None,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return [f"bubblewrap cannot start: {exc}"]
@@ -116,10 +122,9 @@ class BubblewrapBackend(SandboxBackend):
         return []
 
     @staticmethod
-    def _user_kwargs() -> dict[str, object]:
-        if os.geteuid() == 0:
-            return {"user": SANDBOX_UID, "group": SANDBOX_GID, "extra_groups": []}
-        return {}
+    def _as_root() -> bool:
+        """Root starts bubblewrap as uid 65534 (so the sandbox holds no host uid 0 files' owner)."""
+        return os.geteuid() == 0
 
     def _bwrap_base(self) -> list[str]:
         return [
@@ -128,19 +133,34 @@ class BubblewrapBackend(SandboxBackend):
             "--unshare-user",
             "--die-with-parent",
             "--new-session",
-            "--ro-bind", str(self.rootfs), "/",
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--uid", str(SANDBOX_UID),
-            "--gid", str(SANDBOX_GID),
-            "--hostname", "sandbox",
+            "--ro-bind",
+            str(self.rootfs),
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_GID),
+            "--hostname",
+            "sandbox",
             "--disable-userns",
-            "--cap-drop", "ALL",
+            "--cap-drop",
+            "ALL",
             "--clearenv",
-            "--setenv", "PATH", _PATH,
-            "--setenv", "HOME", "/tmp",
-            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            "--chdir", "/tmp",
+            "--setenv",
+            "PATH",
+            _PATH,
+            "--setenv",
+            "HOME",
+            _TMP,
+            "--setenv",
+            "PYTHONDONTWRITEBYTECODE",
+            "1",
+            "--chdir",
+            _TMP,
         ]
 
     def run(self, spec: RunSpec) -> RunResult:
@@ -156,9 +176,13 @@ class BubblewrapBackend(SandboxBackend):
 
         def error(message: str, detail: str) -> RunResult:
             return RunResult(
-                status=RunStatus.SANDBOX_ERROR, backend=self.name, exit_code=None,
-                participant_message=message, logs_tail=header + detail,
-                wall_s=time.monotonic() - started, detail=detail,
+                status=RunStatus.SANDBOX_ERROR,
+                backend=self.name,
+                exit_code=None,
+                participant_message=message,
+                logs_tail=header + detail,
+                wall_s=time.monotonic() - started,
+                detail=detail,
             )
 
         if spec.image is not None and spec.image != evaluator_image_tag():
@@ -183,11 +207,28 @@ class BubblewrapBackend(SandboxBackend):
             input_source = make_world_readable_copy(spec.input_dir, scratch)
             args = [
                 *self._bwrap_base(),
-                "--size", str(limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
-                "--size", str(limits.output_bytes), "--perms", "0755", "--tmpfs", "/output",
-                "--size", str(1024 * 1024), "--tmpfs", "/opt",
-                "--ro-bind", str(init_dir), "/opt/scanbench-init",
-                "--ro-bind", str(input_source), "/input",
+                "--size",
+                str(limits.tmp_bytes),
+                "--perms",
+                "1777",
+                "--tmpfs",
+                _TMP,
+                "--size",
+                str(limits.output_bytes),
+                "--perms",
+                "0755",
+                "--tmpfs",
+                "/output",
+                "--size",
+                str(1024 * 1024),
+                "--tmpfs",
+                "/opt",
+                "--ro-bind",
+                str(init_dir),
+                "/opt/scanbench-init",
+                "--ro-bind",
+                str(input_source),
+                "/input",
             ]
             for extra in spec.mounts:
                 source = make_world_readable_copy(extra.source, scratch)
@@ -205,9 +246,17 @@ class BubblewrapBackend(SandboxBackend):
 
             read_fd, write_fd = os.pipe()
             args += [
-                "--", "/usr/bin/python3", "-I", "-S", "/opt/scanbench-init/init.py",
-                "--status-fd", str(write_fd), "--time-limit", f"{limits.time_limit_s:g}",
-                "--", *spec.command,
+                "--",
+                "/usr/bin/python3",
+                "-I",
+                "-S",
+                "/opt/scanbench-init/init.py",
+                "--status-fd",
+                str(write_fd),
+                "--time-limit",
+                f"{limits.time_limit_s:g}",
+                "--",
+                *spec.command,
             ]
             cpu_seconds = max(1, int(limits.time_limit_s * max(limits.cpus, 1.0)) + 1)
             command = [
@@ -229,7 +278,9 @@ class BubblewrapBackend(SandboxBackend):
                 pass_fds=(write_fd,),
                 start_new_session=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-                **self._user_kwargs(),  # type: ignore[arg-type]
+                user=SANDBOX_UID if self._as_root() else None,
+                group=SANDBOX_GID if self._as_root() else None,
+                extra_groups=[] if self._as_root() else None,
             )
             os.close(write_fd)
             assert process.stdout is not None
@@ -287,7 +338,9 @@ class BubblewrapBackend(SandboxBackend):
         output = output_box[0] if output_box else None
         if output is not None and output.ok and near_full(output.total_bytes, limits):
             output = OutputCheck(
-                ok=False, full=True, total_bytes=output.total_bytes,
+                ok=False,
+                full=True,
+                total_bytes=output.total_bytes,
                 participant_reason=(
                     f"it filled the output limit of {limits.output_bytes // 2**20} MiB"
                 ),
@@ -300,7 +353,9 @@ class BubblewrapBackend(SandboxBackend):
             timed_out=timed_out, oom=oom, exit_code=exit_code, output=output, limits=limits
         )
         detail = output.detail if output is not None and not output.ok else ""
-        footer = f"\n[sandbox: {status.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
+        footer = (
+            f"\n[sandbox: {status.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
+        )
         return RunResult(
             status=status,
             backend=self.name,

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--inputs", type=Path, required=True, help="test inputs, mounted at /input")
     parser.add_argument("--output", type=Path, required=True, help="empty folder for predictions")
     parser.add_argument("--input-spec", type=Path, help="JSON input spec (model files)")
-    parser.add_argument("--backend", choices=BACKEND_NAMES + ("bubblewrap",), default=None)
+    parser.add_argument("--backend", choices=(*BACKEND_NAMES, "bubblewrap"), default=None)
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--memory", type=parse_size, default=parse_size("4g"), help="e.g. 4g")
     parser.add_argument("--cpus", type=float, default=1.0)
@@ -65,12 +65,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _report(result: RunResult, *, show_logs: bool, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({
-            "status": result.status.value, "backend": result.backend,
-            "exit_code": result.exit_code, "message": result.participant_message,
-            "wall_s": round(result.wall_s, 3), "setup_s": round(result.setup_s, 3),
-            "teardown_s": round(result.teardown_s, 3), "files": list(result.output_files),
-        }))
+        print(
+            json.dumps(
+                {
+                    "status": result.status.value,
+                    "backend": result.backend,
+                    "exit_code": result.exit_code,
+                    "message": result.participant_message,
+                    "wall_s": round(result.wall_s, 3),
+                    "setup_s": round(result.setup_s, 3),
+                    "teardown_s": round(result.teardown_s, 3),
+                    "files": list(result.output_files),
+                }
+            )
+        )
     else:
         print(f"{result.status.value}: {result.participant_message} (backend {result.backend})")
     if show_logs:
@@ -84,8 +92,11 @@ def predict_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         limits = Limits(
-            time_limit_s=args.time_limit, memory_bytes=args.memory, cpus=args.cpus,
-            gpus=args.gpus, output_bytes=args.output_limit,
+            time_limit_s=args.time_limit,
+            memory_bytes=args.memory,
+            cpus=args.cpus,
+            gpus=args.gpus,
+            output_bytes=args.output_limit,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -103,8 +114,12 @@ def predict_main(argv: list[str]) -> int:
                 parser.error("a model file needs --input-spec (the phase's input specification)")
             spec = InputSpec.from_json(args.input_spec.read_text())
             result = run_model_submission(
-                model_path=submission, input_dir=args.inputs, output_dir=args.output,
-                input_spec=spec, limits=limits, backend=backend,
+                model_path=submission,
+                input_dir=args.inputs,
+                output_dir=args.output,
+                input_spec=spec,
+                limits=limits,
+                backend=backend,
             )
             return _report(result, show_logs=args.show_logs, as_json=args.json)
         if not isinstance(backend, DockerBackend):

@@ -15,6 +15,7 @@ reaches the host file system unchecked.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import uuid
@@ -49,6 +50,7 @@ from .spec import RunResult, RunSpec, RunStatus
 __all__ = ["DockerBackend"]
 
 _LABEL = "org.scanbench.sandbox"
+SANDBOX_TMP = "/tmp"  # noqa: S108 -- the path inside the container, a private tmpfs
 
 
 def _hardening(memory_bytes: int, pids: int) -> dict[str, Any]:
@@ -64,7 +66,10 @@ def _hardening(memory_bytes: int, pids: int) -> dict[str, Any]:
         "ipc_mode": "private",
         "shm_size": 64 * 1024 * 1024,
         "hostname": "sandbox",
-        "ulimits": [Ulimit(name="core", soft=0, hard=0), Ulimit(name="nofile", soft=4096, hard=4096)],
+        "ulimits": [
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="nofile", soft=4096, hard=4096),
+        ],
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "privileged": False,
         "detach": True,
@@ -119,7 +124,8 @@ class DockerBackend(SandboxBackend):
         run_id = uuid.uuid4().hex[:12]
         header = (
             f"[sandbox: docker, run {run_id}, image {image}, time {limits.time_limit_s:g} s, "
-            f"memory {limits.memory_bytes // 2**20} MiB, cpus {limits.cpus:g}, gpus {limits.gpus}]\n"
+            f"memory {limits.memory_bytes // 2**20} MiB, cpus {limits.cpus:g}, "
+            f"gpus {limits.gpus}]\n"
         )
         scratch = make_scratch_dir("scanbench-docker-")
         volume = holder = container = None
@@ -131,9 +137,13 @@ class DockerBackend(SandboxBackend):
 
         def error(message: str, detail: str) -> RunResult:
             return RunResult(
-                status=RunStatus.SANDBOX_ERROR, backend=self.name, exit_code=None,
-                participant_message=message, logs_tail=header + detail,
-                wall_s=time.monotonic() - started, detail=detail,
+                status=RunStatus.SANDBOX_ERROR,
+                backend=self.name,
+                exit_code=None,
+                participant_message=message,
+                logs_tail=header + detail,
+                wall_s=time.monotonic() - started,
+                detail=detail,
             )
 
         try:
@@ -178,8 +188,11 @@ class DockerBackend(SandboxBackend):
                 name=f"scanbench-holder-{run_id}",
                 mounts=[
                     Mount(
-                        target="/output", source=volume.name, type="volume",
-                        read_only=True, no_copy=True,
+                        target="/output",
+                        source=volume.name,
+                        type="volume",
+                        read_only=True,
+                        no_copy=True,
                     )
                 ],
                 labels={_LABEL: run_id},
@@ -193,10 +206,10 @@ class DockerBackend(SandboxBackend):
                 entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
                 name=f"scanbench-run-{run_id}",
                 mounts=[*mounts, output_mount],
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
+                tmpfs={SANDBOX_TMP: f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
                 nano_cpus=int(limits.cpus * 1e9),
-                environment={"HOME": "/tmp", **spec.environment},
-                working_dir="/tmp" if spec.image is None else None,
+                environment={"HOME": SANDBOX_TMP, **spec.environment},
+                working_dir=SANDBOX_TMP if spec.image is None else None,
                 labels={_LABEL: run_id},
                 device_requests=device_requests,
                 **kwargs,
@@ -229,10 +242,11 @@ class DockerBackend(SandboxBackend):
                 if output.ok and near_full(output.total_bytes, limits):
                     clear_dir(spec.output_dir)
                     output = OutputCheck(
-                        ok=False, full=True, total_bytes=output.total_bytes,
+                        ok=False,
+                        full=True,
+                        total_bytes=output.total_bytes,
                         participant_reason=(
-                            "it filled the output limit of "
-                            f"{limits.output_bytes // 2**20} MiB"
+                            f"it filled the output limit of {limits.output_bytes // 2**20} MiB"
                         ),
                     )
         except docker.errors.DockerException as exc:
@@ -241,15 +255,11 @@ class DockerBackend(SandboxBackend):
             cleanup_started = time.monotonic()
             for thing in (container, holder):
                 if thing is not None:
-                    try:
+                    with contextlib.suppress(docker.errors.DockerException):
                         thing.remove(force=True)
-                    except docker.errors.DockerException:
-                        pass
             if volume is not None:
-                try:
+                with contextlib.suppress(docker.errors.DockerException):
                     volume.remove(force=True)
-                except docker.errors.DockerException:
-                    pass
             shutil.rmtree(scratch, ignore_errors=True)
             teardown = time.monotonic() - cleanup_started
 
@@ -257,7 +267,9 @@ class DockerBackend(SandboxBackend):
             timed_out=timed_out, oom=oom, exit_code=exit_code, output=output, limits=limits
         )
         detail = output.detail if output is not None and not output.ok else ""
-        footer = f"\n[sandbox: {status.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
+        footer = (
+            f"\n[sandbox: {status.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
+        )
         return RunResult(
             status=status,
             backend=self.name,

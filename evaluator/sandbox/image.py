@@ -62,7 +62,7 @@ def _cache_dir() -> Path:
 
 
 def evaluator_rootfs() -> Path:
-    """The evaluator root file system directory (for bubblewrap); ``$SCANBENCH_ROOTFS`` overrides."""
+    """The evaluator root file system (for bubblewrap); ``$SCANBENCH_ROOTFS`` overrides it."""
     configured = os.environ.get("SCANBENCH_ROOTFS")
     if configured:
         return Path(configured)

@@ -78,7 +78,7 @@ def run_model_submission(
     backend: SandboxBackend,
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> RunResult:
-    """Run ``model_path`` on every case of ``input_dir``; validated predictions land in ``output_dir``.
+    """Run ``model_path`` on every case of ``input_dir``; validated predictions in ``output_dir``.
 
     Classification writes ``predictions.csv`` (``case_id,score`` or ``case_id,class_0,...``);
     segmentation writes ``<case_id>.nii.gz`` (or ``.png``) masks on each input's grid.
@@ -98,7 +98,7 @@ def run_model_submission(
         shutil.copyfile(model_path, model_dir / model_name)
         (staging / "spec.json").write_text(input_spec.to_json())
         for dirpath, _dirs, files in os.walk(staging):
-            os.chmod(dirpath, 0o755)
+            os.chmod(dirpath, 0o755)  # noqa: S103 -- read by the sandbox user
             for name in files:
                 os.chmod(os.path.join(dirpath, name), 0o644)
         spec = RunSpec(

@@ -113,7 +113,7 @@ def collect_tar_stream(
     """Copy the validated contents of a tar stream of ``/output`` into the empty directory ``dest``.
 
     On any refusal ``dest`` is left empty and the reason is fixed text safe for a participant (it
-    never repeats a name the submission chose); ``detail`` names the offending member for organizers.
+    never repeats a name the submission chose); ``detail`` names the member, for organizers.
     """
     total = 0
     files: list[str] = []
@@ -144,7 +144,8 @@ def collect_tar_stream(
                     continue
                 if not member.isreg():
                     return _refuse(
-                        dest, "a link or special file (only regular files are allowed)",
+                        dest,
+                        "a link or special file (only regular files are allowed)",
                         f"member {shown!r} of type {member.type!r}",
                     )
                 if parts[-1].lower() in _SELF_SCORES and not policy.allows(relative):
@@ -157,7 +158,8 @@ def collect_tar_stream(
                 if not policy.allows(relative):
                     allowed = ", ".join(policy.suffixes + policy.exact_names)
                     return _refuse(
-                        dest, f"a file of a type that is not allowed (allowed: {allowed})",
+                        dest,
+                        f"a file of a type that is not allowed (allowed: {allowed})",
                         f"member {shown!r}",
                     )
                 if len(files) >= limits.max_output_files:
@@ -185,5 +187,5 @@ def _too_big(limits: Limits) -> str:
 
 
 def stream_limit(limits: Limits) -> int:
-    """Bytes of tar stream the host reads at most (data, headers and padding of the allowed files)."""
+    """Bytes of tar stream the host reads at most (data, headers, padding of the allowed files)."""
     return limits.output_bytes + _TAR_SLACK + 1024 * min(limits.max_output_files, 100_000)

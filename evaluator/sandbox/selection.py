@@ -14,7 +14,7 @@ BACKEND_NAMES = ("auto", "docker", "bwrap", "none")
 
 
 def get_backend(name: str | None = None) -> SandboxBackend:
-    """The backend called ``name``; ``None`` reads ``$SCANBENCH_SANDBOX_BACKEND`` (default ``auto``).
+    """The backend called ``name``; ``None`` reads ``$SCANBENCH_SANDBOX_BACKEND`` (or ``auto``).
 
     ``auto``: Docker if an engine answers and has the evaluator image, else bubblewrap if it can
     create a sandbox here, else :class:`NoSandbox`, which refuses code submissions with a plain
@@ -29,7 +29,9 @@ def get_backend(name: str | None = None) -> SandboxBackend:
     if name == "none":
         return NoSandbox()
     if name != "auto":
-        raise ValueError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        raise ValueError(
+            f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}"
+        )
     reasons: list[str] = []
     for candidate in (DockerBackend(), BubblewrapBackend()):
         problems = candidate.check()

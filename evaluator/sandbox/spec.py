@@ -32,6 +32,9 @@ PREDICTION_SUFFIXES: tuple[str, ...] = (".csv", ".nii.gz", ".nii", ".nrrd", ".pn
 SCORER_FILES: tuple[str, ...] = ("metrics.json",)
 
 
+_RESERVED = frozenset({"", "/input", "/output", "/tmp", "/proc", "/dev", "/sys"})  # noqa: S108
+
+
 class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     TIME_LIMIT = "time_limit"
@@ -85,7 +88,7 @@ class Mount:
     def __post_init__(self) -> None:
         if not self.target.startswith("/") or ".." in self.target.split("/"):
             raise ValueError(f"mount target must be an absolute path without '..': {self.target}")
-        if self.target.rstrip("/") in {"", "/input", "/output", "/tmp", "/proc", "/dev", "/sys"}:
+        if self.target.rstrip("/") in _RESERVED:
             raise ValueError(f"mount target {self.target} is reserved")
 
 
@@ -121,7 +124,7 @@ class OutputPolicy:
 class RunSpec:
     """One sandboxed run.
 
-    ``image`` is a Docker image id or a name already on the worker (never pulled); ``None`` means the
+    ``image`` is a Docker image id or a name already on the worker (never pulled); ``None`` is the
     evaluator base image, which is what model-file submissions run in (the runner is then passed in
     ``mounts`` and started by ``command``). ``input_dir`` is mounted read-only at ``/input``;
     ``output_dir`` must be empty or absent and receives the validated contents of ``/output``.

@@ -11,6 +11,7 @@ loaded, and the loaded image id must be the config digest that was checked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -112,14 +113,14 @@ def _layer_bytes(
 
 
 def inspect_image_tarball(path: Path, limits: TarballLimits | None = None) -> ImageTarballInfo:
-    """Check a ``docker save`` tarball without extracting it. Raises :class:`InvalidImageTarball`."""
+    """Check a ``docker save`` tarball without extracting it (raises InvalidImageTarball)."""
     limits = limits or TarballLimits()
     if not path.is_file() or path.is_symlink():
         raise _refuse(path, "the image tarball is not a regular file")
     if path.stat().st_size > limits.max_tarball_bytes:
         raise _refuse(path, f"the image tarball is larger than {limits.max_tarball_bytes} bytes")
     try:
-        archive = tarfile.open(path, mode="r:*")
+        archive = tarfile.open(path, mode="r:*")  # noqa: SIM115 -- closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise _refuse(path, "not a tar archive (make it with docker save)") from exc
     with archive:
@@ -150,7 +151,11 @@ def inspect_image_tarball(path: Path, limits: TarballLimits | None = None) -> Im
         if "manifest.json" not in members:
             raise _refuse(path, "no manifest.json: make the tarball with docker save")
         manifest = _read_small(archive, members["manifest.json"], path)
-        if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
+        if (
+            not isinstance(manifest, list)
+            or len(manifest) != 1
+            or not isinstance(manifest[0], dict)
+        ):
             raise _refuse(path, "the tarball must hold exactly one image")
         if "index.json" in members:
             index = _read_small(archive, members["index.json"], path)
@@ -237,10 +242,7 @@ def load_image_tarball(
     ids = {image.id for image in images}
     if ids != {info.config_digest}:
         for image_id in ids:
-            try:
+            with contextlib.suppress(docker.errors.DockerException):
                 client.images.remove(image_id, force=True)
-            except docker.errors.DockerException:
-                pass
         raise _refuse(path, "the loaded image is not the one the manifest describes")
     return info.config_digest
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 CONTAINED = 42
 
-_PRELUDE = '''
+_PRELUDE = """
 import os, sys
 CONTAINED = 42
 breaches = []
@@ -24,9 +24,11 @@ def finish():
             f.write("case_id,score\\n" + "".join(f"b{i},1\\n" for i, _ in enumerate(breaches)))
         sys.exit(0)
     sys.exit(CONTAINED)
-'''
+"""
 
-NETWORK = _PRELUDE + '''
+NETWORK = (
+    _PRELUDE
+    + """
 import socket
 targets = [t for t in os.environ.get("TARGETS", "").split(",") if t]
 print("interfaces:", [l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]])
@@ -46,9 +48,12 @@ try:
 except OSError as exc:
     blocked("dns", exc)
 finish()
-'''
+"""
+)
 
-SECRETS = _PRELUDE + '''
+SECRETS = (
+    _PRELUDE
+    + """
 secret = os.environ["SECRET"]
 for path in os.environ["HOST_PATHS"].split(","):
     try:
@@ -67,8 +72,9 @@ for path in os.environ["HOST_PATHS"].split(","):
     if any(t == path or t.startswith(path + "/") for t in tokens):
         breach(f"mount table names {path}")
 found = 0
-for top in ("/input", "/tmp", "/opt", "/reference", "/mnt", "/srv", "/home", "/root", "/run", "/var",
-            "/etc"):
+tops = ("/input", "/tmp", "/opt", "/reference", "/mnt", "/srv", "/home", "/root", "/run", "/var")
+tops += ("/etc",)
+for top in tops:
     for dirpath, dirnames, filenames in os.walk(top):
         for name in filenames:
             try:
@@ -80,9 +86,12 @@ for top in ("/input", "/tmp", "/opt", "/reference", "/mnt", "/srv", "/home", "/r
             found += 1
 print("files searched:", found)
 finish()
-'''
+"""
+)
 
-WRITE_OUTSIDE = _PRELUDE + '''
+WRITE_OUTSIDE = (
+    _PRELUDE
+    + """
 for path in ("/evil", "/etc/evil", "/usr/evil", "/usr/local/lib/python3.11/evil.py", "/input/evil",
              "/var/tmp/evil", "/opt/evil", "/home/evil", "/root/evil", "/proc/sys/kernel/hostname"):
     try:
@@ -96,9 +105,10 @@ with open("/tmp/ok", "w") as f:
 with open("/output/ok.csv", "w") as f:
     f.write("case_id,score\\n")
 finish()
-'''
+"""
+)
 
-FILL_OUTPUT = '''
+FILL_OUTPUT = """
 import os
 chunk = b"0" * (1 << 20)
 written = 0
@@ -110,9 +120,9 @@ try:
             written += len(chunk)
 except OSError as exc:
     print("stopped after", written, "bytes:", exc, flush=True)
-'''
+"""
 
-FILL_TMP = '''
+FILL_TMP = """
 import os, sys
 chunk = b"0" * (1 << 20)
 written = 0
@@ -127,9 +137,11 @@ except OSError as exc:
 os.unlink("/tmp/huge")
 with open("/output/predictions.csv", "w") as f:
     f.write("case_id,score\\nc0,0.5\\n")
-'''
+"""
 
-FORK_BOMB = _PRELUDE + '''
+FORK_BOMB = (
+    _PRELUDE
+    + """
 import time
 count = 0
 limit = int(os.environ.get("FORK_GOAL", "100000"))
@@ -147,28 +159,31 @@ print("FORKED", count, flush=True)
 if count >= limit:
     breach(f"forked {count} processes")
 finish()
-'''
+"""
+)
 
-MEMORY_BOMB = '''
+MEMORY_BOMB = """
 chunks = []
 while True:
     chunks.append(bytearray(b"x" * (64 << 20)))  # written, not just reserved
     print("allocated MiB:", 64 * len(chunks), flush=True)
-'''
+"""
 
-CPU_SPIN = '''
+CPU_SPIN = """
 print("spinning", flush=True)
 while True:
     pass
-'''
+"""
 
-SLEEP_FOREVER = '''
+SLEEP_FOREVER = """
 import time
 print("sleeping", flush=True)
 time.sleep(10 ** 7)
-'''
+"""
 
-PRIVILEGES = _PRELUDE + '''
+PRIVILEGES = (
+    _PRELUDE
+    + """
 import ctypes, socket, subprocess
 print("uid", os.getuid(), "euid", os.geteuid(), "gid", os.getgid(), "groups", os.getgroups())
 if os.geteuid() == 0 or os.getuid() == 0:
@@ -212,22 +227,23 @@ try:
 except OSError as exc:
     blocked("packet socket", exc)
 finish()
-'''
+"""
+)
 
-FAKE_METRICS = '''
+FAKE_METRICS = """
 import json
 with open("/output/predictions.csv", "w") as f:
     f.write("case_id,score\\nc0,0.5\\n")
 with open("/output/metrics.json", "w") as f:
     json.dump({"aggregates": {"auroc": 1.0}, "cases": {}}, f)
-'''
+"""
 
-SYMLINK_OUT = '''
+SYMLINK_OUT = """
 import os
 os.symlink("/etc/passwd", "/output/predictions.csv")
-'''
+"""
 
-HONEST_CONTAINER = '''
+HONEST_CONTAINER = """
 import csv, os
 cases = sorted(n.split(".")[0] for n in os.listdir("/input"))
 print("uid", os.getuid(), "cases", len(cases), flush=True)
@@ -236,4 +252,4 @@ with open("/output/predictions.csv", "w", newline="") as f:
     w.writerow(["case_id", "score"])
     for i, case in enumerate(cases):
         w.writerow([case, round((i % 2) * 0.8 + 0.1, 3)])
-'''
+"""

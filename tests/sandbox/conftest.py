@@ -3,6 +3,7 @@ small images built FROM it (never pulled), inputs with hidden labels beside them
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -94,7 +95,7 @@ def build_image(docker_client, evaluator_image) -> Callable[..., str]:  # type: 
         dockerfile = f"FROM {evaluator_image}\n"
         if user_root:
             dockerfile += "USER 0:0\n"
-        dockerfile += extra + "COPY main.py /app/main.py\nCMD [\"python3\", \"/app/main.py\"]\n"
+        dockerfile += extra + 'COPY main.py /app/main.py\nCMD ["python3", "/app/main.py"]\n'
         digest = hashlib.sha256((dockerfile + script).encode()).hexdigest()[:12]
         tag = f"scanbench-test/sandbox:{digest}"
         context = io.BytesIO()
@@ -107,18 +108,21 @@ def build_image(docker_client, evaluator_image) -> Callable[..., str]:  # type: 
                 archive.addfile(info, io.BytesIO(data))
         context.seek(0)
         docker_client.images.build(
-            fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True,
-            forcerm=True, pull=False,
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            pull=False,
         )
         made.append(tag)
         return tag
 
     yield build
     for tag in made:
-        try:
+        with contextlib.suppress(Exception):
             docker_client.images.remove(tag, force=True)
-        except Exception:
-            pass
 
 
 @pytest.fixture

@@ -44,7 +44,9 @@ def onnx_segmenter(path: Path, spatial: int = 3) -> Path:
     return path
 
 
-def nifti_cases(inputs: Path, reference: Path, n: int = 3, shape: tuple[int, ...] = (6, 12, 12)) -> None:
+def nifti_cases(
+    inputs: Path, reference: Path, n: int = 3, shape: tuple[int, ...] = (6, 12, 12)
+) -> None:
     """Volumes with a bright box (the foreground) and the matching reference masks."""
     import nibabel as nib
 
@@ -54,7 +56,7 @@ def nifti_cases(inputs: Path, reference: Path, n: int = 3, shape: tuple[int, ...
     affine = np.diag([1.5, 0.8, 0.8, 1.0])
     for i in range(n):
         mask = np.zeros(shape, dtype=np.uint8)
-        mask[1 : 4 + i % 2, 2 : 8, 3 : 9 + i % 3] = 1
+        mask[1 : 4 + i % 2, 2:8, 3 : 9 + i % 3] = 1
         image = (mask * 0.8 + 0.1 + rng.uniform(-0.05, 0.05, shape)).astype(np.float32)
         nib.save(nib.Nifti1Image(image, affine), str(inputs / f"case{i}.nii.gz"))
         nib.save(nib.Nifti1Image(mask, affine), str(reference / f"case{i}.nii.gz"))

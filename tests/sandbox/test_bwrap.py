@@ -14,19 +14,32 @@ from .conftest import ROOT, SECRET, host_targets, listening
 pytestmark = [pytest.mark.timeout(120)]
 
 SMALL = Limits(
-    time_limit_s=30, memory_bytes=512 * 2**20, cpus=1, pids=64, output_bytes=8 * 2**20,
+    time_limit_s=30,
+    memory_bytes=512 * 2**20,
+    cpus=1,
+    pids=64,
+    output_bytes=8 * 2**20,
     tmp_bytes=16 * 2**20,
 )
 
 
-def run(backend: BubblewrapBackend, script: str, inputs: Path, tmp_path: Path,
-        limits: Limits = SMALL, **kwargs: object):  # type: ignore[no-untyped-def]
+def run(
+    backend: BubblewrapBackend,
+    script: str,
+    inputs: Path,
+    tmp_path: Path,
+    limits: Limits = SMALL,
+    **kwargs: object,
+):  # type: ignore[no-untyped-def]
     code = tmp_path / "attack"
     code.mkdir()
     (code / "main.py").write_text(script)
     spec = RunSpec(
-        input_dir=inputs, output_dir=tmp_path / "out", command=("python3", "/opt/attack/main.py"),
-        mounts=(Mount(source=code, target="/opt/attack"),), limits=limits,
+        input_dir=inputs,
+        output_dir=tmp_path / "out",
+        command=("python3", "/opt/attack/main.py"),
+        mounts=(Mount(source=code, target="/opt/attack"),),
+        limits=limits,
         **kwargs,  # type: ignore[arg-type]
     )
     result = backend.run(spec)
@@ -45,8 +58,13 @@ def assert_contained(result, tmp_path: Path) -> None:  # type: ignore[no-untyped
 def test_no_network(bwrap_backend, case_dirs, tmp_path):
     assert listening("127.0.0.1:5432") and listening("127.0.0.1:6379")
     targets = host_targets()
-    result = run(bwrap_backend, attacks.NETWORK, case_dirs[0], tmp_path,
-                 environment={"TARGETS": ",".join(targets)})
+    result = run(
+        bwrap_backend,
+        attacks.NETWORK,
+        case_dirs[0],
+        tmp_path,
+        environment={"TARGETS": ",".join(targets)},
+    )
     assert_contained(result, tmp_path)
     assert "interfaces: ['lo']" in result.logs_tail
     assert result.logs_tail.count("blocked: tcp") == len(targets)
@@ -55,11 +73,25 @@ def test_no_network(bwrap_backend, case_dirs, tmp_path):
 @pytest.mark.usefixtures("host_unchanged")
 def test_no_host_paths_and_no_labels(bwrap_backend, case_dirs, tmp_path):
     inputs, labels = case_dirs
-    paths = [str(labels), str(labels / "labels.csv"), str(ROOT), str(ROOT / "pyproject.toml"),
-             "/var/run/docker.sock", "/run/docker.sock", "/etc/shadow", "/reference/labels.csv",
-             str(Path.home()), str(tmp_path)]
-    result = run(bwrap_backend, attacks.SECRETS, inputs, tmp_path,
-                 environment={"SECRET": SECRET, "HOST_PATHS": ",".join(paths)})
+    paths = [
+        str(labels),
+        str(labels / "labels.csv"),
+        str(ROOT),
+        str(ROOT / "pyproject.toml"),
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/etc/shadow",
+        "/reference/labels.csv",
+        str(Path.home()),
+        str(tmp_path),
+    ]
+    result = run(
+        bwrap_backend,
+        attacks.SECRETS,
+        inputs,
+        tmp_path,
+        environment={"SECRET": SECRET, "HOST_PATHS": ",".join(paths)},
+    )
     assert_contained(result, tmp_path)
 
 
@@ -121,9 +153,13 @@ def test_fake_metrics_is_refused(bwrap_backend, case_dirs, tmp_path):
 
 
 def test_container_images_are_refused_plainly(bwrap_backend, case_dirs, tmp_path):
-    result = bwrap_backend.run(RunSpec(
-        input_dir=case_dirs[0], output_dir=tmp_path / "out", image="someone/else:latest",
-        command=("true",),
-    ))
+    result = bwrap_backend.run(
+        RunSpec(
+            input_dir=case_dirs[0],
+            output_dir=tmp_path / "out",
+            image="someone/else:latest",
+            command=("true",),
+        )
+    )
     assert result.status is RunStatus.SANDBOX_ERROR
     assert "container images need a Docker engine" in result.participant_message

@@ -15,7 +15,11 @@ from .conftest import ROOT, SECRET, host_targets, listening
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
 SMALL = Limits(
-    time_limit_s=30, memory_bytes=256 * 2**20, cpus=1, pids=64, output_bytes=8 * 2**20,
+    time_limit_s=30,
+    memory_bytes=256 * 2**20,
+    cpus=1,
+    pids=64,
+    output_bytes=8 * 2**20,
     tmp_bytes=16 * 2**20,
 )
 
@@ -41,8 +45,12 @@ def test_network_is_unreachable_from_inside(docker_backend, build_image, case_di
     assert listening("127.0.0.1:5432") and listening("127.0.0.1:6379"), "services must be up"
     image = build_image(attacks.NETWORK)
     result = run(
-        docker_backend, image, case_dirs[0], tmp_path / "out",
-        environment={"TARGETS": ",".join(targets)}, limits=SMALL,
+        docker_backend,
+        image,
+        case_dirs[0],
+        tmp_path / "out",
+        environment={"TARGETS": ",".join(targets)},
+        limits=SMALL,
     )
     assert_contained(result, tmp_path / "out")
     assert "interfaces: ['lo']" in result.logs_tail
@@ -53,12 +61,24 @@ def test_network_is_unreachable_from_inside(docker_backend, build_image, case_di
 @pytest.mark.usefixtures("host_unchanged")
 def test_labels_and_host_paths_are_invisible(docker_backend, build_image, case_dirs, tmp_path):
     inputs, labels = case_dirs
-    host_paths = [str(labels), str(labels / "labels.csv"), str(ROOT), str(ROOT / "pyproject.toml"),
-                  "/var/run/docker.sock", "/run/docker.sock", "/etc/shadow", "/reference/labels.csv",
-                  str(Path.home())]
+    host_paths = [
+        str(labels),
+        str(labels / "labels.csv"),
+        str(ROOT),
+        str(ROOT / "pyproject.toml"),
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/etc/shadow",
+        "/reference/labels.csv",
+        str(Path.home()),
+    ]
     image = build_image(attacks.SECRETS)
     result = run(
-        docker_backend, image, inputs, tmp_path / "out", limits=SMALL,
+        docker_backend,
+        image,
+        inputs,
+        tmp_path / "out",
+        limits=SMALL,
         environment={"SECRET": SECRET, "HOST_PATHS": ",".join(host_paths)},
     )
     assert_contained(result, tmp_path / "out")
@@ -111,8 +131,9 @@ def test_memory_bomb_is_out_of_memory(docker_backend, build_image, case_dirs, tm
 
 @pytest.mark.usefixtures("host_unchanged")
 @pytest.mark.parametrize("script", [attacks.CPU_SPIN, attacks.SLEEP_FOREVER], ids=["spin", "sleep"])
-def test_runs_past_the_time_limit_are_killed(docker_backend, build_image, case_dirs, tmp_path,
-                                             script):
+def test_runs_past_the_time_limit_are_killed(
+    docker_backend, build_image, case_dirs, tmp_path, script
+):
     image = build_image(script)
     limits = Limits(time_limit_s=3, memory_bytes=256 * 2**20, output_bytes=8 * 2**20)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=limits)
@@ -125,8 +146,10 @@ def test_runs_past_the_time_limit_are_killed(docker_backend, build_image, case_d
 def test_privileges_cannot_be_raised(docker_backend, build_image, case_dirs, tmp_path):
     # The image says root and ships a setuid-root python; it still runs as 65534 with no caps.
     image = build_image(
-        attacks.PRIVILEGES, user_root=True,
-        extra="RUN cp /usr/bin/python3.11 /usr/local/bin/suidpy && chmod 4755 /usr/local/bin/suidpy\n",
+        attacks.PRIVILEGES,
+        user_root=True,
+        extra="RUN cp /usr/bin/python3.11 /usr/local/bin/suidpy"
+        " && chmod 4755 /usr/local/bin/suidpy\n",
     )
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert_contained(result, tmp_path / "out")
@@ -153,8 +176,9 @@ def test_a_symlink_in_output_is_refused(docker_backend, build_image, case_dirs, 
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_participant_message_never_quotes_the_submission(docker_backend, build_image, case_dirs,
-                                                         tmp_path):
+def test_participant_message_never_quotes_the_submission(
+    docker_backend, build_image, case_dirs, tmp_path
+):
     # A file name is a side channel: the refusal names the rule, not the name.
     script = 'open("/output/LEAKED-" + open("/input/case0.png","rb").read(8).hex() + ".txt","w")\n'
     image = build_image(script)
@@ -164,8 +188,9 @@ def test_participant_message_never_quotes_the_submission(docker_backend, build_i
     assert "LEAKED" in result.logs_tail  # organizers see it
 
 
-def test_organizer_scorer_sees_reference_and_may_write_metrics(docker_backend, build_image,
-                                                               case_dirs, tmp_path):
+def test_organizer_scorer_sees_reference_and_may_write_metrics(
+    docker_backend, build_image, case_dirs, tmp_path
+):
     inputs, labels = case_dirs
     script = (
         'import json\nrows = open("/reference/labels.csv").read().splitlines()[1:]\n'
@@ -174,8 +199,13 @@ def test_organizer_scorer_sees_reference_and_may_write_metrics(docker_backend, b
     )
     image = build_image(script)
     result = run(
-        docker_backend, image, inputs, tmp_path / "out", limits=SMALL,
-        mounts=(Mount(source=labels, target="/reference"),), output_policy=OutputPolicy.scorer(),
+        docker_backend,
+        image,
+        inputs,
+        tmp_path / "out",
+        limits=SMALL,
+        mounts=(Mount(source=labels, target="/reference"),),
+        output_policy=OutputPolicy.scorer(),
     )
     assert result.ok, result.logs_tail
     assert (tmp_path / "out" / "metrics.json").read_text().startswith('{"aggregates": {"n": 4}')

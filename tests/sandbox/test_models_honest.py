@@ -52,8 +52,12 @@ def backend(request):  # type: ignore[no-untyped-def]
 def test_torchscript_classifier_predictions_are_scored(backend, case_dirs, tmp_path):
     model = torchscript_classifier(tmp_path / "model.pt")
     result = run_model_submission(
-        model_path=model, input_dir=case_dirs[0], output_dir=tmp_path / "out",
-        input_spec=CLASSIFIER_SPEC, limits=LIMITS, backend=backend,
+        model_path=model,
+        input_dir=case_dirs[0],
+        output_dir=tmp_path / "out",
+        input_spec=CLASSIFIER_SPEC,
+        limits=LIMITS,
+        backend=backend,
     )
     assert result.ok, result.logs_tail
     assert result.output_files == ("predictions.csv",)
@@ -68,8 +72,12 @@ def test_onnx_segmenter_masks_are_scored(backend, tmp_path):
     nifti_cases(tmp_path / "inputs", tmp_path / "reference")
     model = onnx_segmenter(tmp_path / "model.onnx")
     result = run_model_submission(
-        model_path=model, input_dir=tmp_path / "inputs", output_dir=tmp_path / "out",
-        input_spec=SEGMENTER_SPEC, limits=LIMITS, backend=backend,
+        model_path=model,
+        input_dir=tmp_path / "inputs",
+        output_dir=tmp_path / "out",
+        input_spec=SEGMENTER_SPEC,
+        limits=LIMITS,
+        backend=backend,
     )
     assert result.ok, result.logs_tail
     assert result.output_files == ("case0.nii.gz", "case1.nii.gz", "case2.nii.gz")
@@ -84,18 +92,27 @@ def test_a_pickle_that_is_not_torchscript_is_refused_on_the_host(tmp_path, bwrap
     bogus.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n" * 4)  # a pickle, never unpickled here
     with pytest.raises(InvalidSubmission, match="not a TorchScript archive"):
         run_model_submission(
-            model_path=bogus, input_dir=tmp_path, output_dir=tmp_path / "out",
-            input_spec=CLASSIFIER_SPEC, limits=LIMITS, backend=bwrap_backend,
+            model_path=bogus,
+            input_dir=tmp_path,
+            output_dir=tmp_path / "out",
+            input_spec=CLASSIFIER_SPEC,
+            limits=LIMITS,
+            backend=bwrap_backend,
         )
 
 
-def test_a_broken_model_gives_an_exit_code_not_a_traceback_to_the_participant(backend, case_dirs,
-                                                                                tmp_path):
+def test_a_broken_model_gives_an_exit_code_not_a_traceback_to_the_participant(
+    backend, case_dirs, tmp_path
+):
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"\x08\x07" + b"\xff" * 64)
     result = run_model_submission(
-        model_path=broken, input_dir=case_dirs[0], output_dir=tmp_path / "out",
-        input_spec=CLASSIFIER_SPEC, limits=LIMITS, backend=backend,
+        model_path=broken,
+        input_dir=case_dirs[0],
+        output_dir=tmp_path / "out",
+        input_spec=CLASSIFIER_SPEC,
+        limits=LIMITS,
+        backend=backend,
     )
     assert result.status is RunStatus.EXIT_CODE and result.exit_code == 2
     assert result.participant_message == "The submission stopped with exit code 2."
@@ -133,12 +150,31 @@ def test_predict_cli_runs_a_model(docker_backend, case_dirs, tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(CLASSIFIER_SPEC.to_json())
     completed = subprocess.run(
-        [sys.executable, "-c", "import sys; from evaluator.sandbox.cli import predict_main; "
-         "sys.exit(predict_main(sys.argv[1:]))",
-         "--submission", str(model), "--input-spec", str(spec), "--inputs", str(case_dirs[0]),
-         "--output", str(tmp_path / "out"), "--backend", "docker", "--time-limit", "60",
-         "--memory", "2g", "--json"],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from evaluator.sandbox.cli import predict_main; "
+            "sys.exit(predict_main(sys.argv[1:]))",
+            "--submission",
+            str(model),
+            "--input-spec",
+            str(spec),
+            "--inputs",
+            str(case_dirs[0]),
+            "--output",
+            str(tmp_path / "out"),
+            "--backend",
+            "docker",
+            "--time-limit",
+            "60",
+            "--memory",
+            "2g",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["status"] == "succeeded"

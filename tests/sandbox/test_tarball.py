@@ -51,11 +51,14 @@ def make_image_tar(
     """A docker-save style archive (manifest.json, config, one layer) built by hand."""
     layer = layer if layer is not None else _layer({"hello.txt": b"hello\n"})
     layer_id = hashlib.sha256(layer).hexdigest()
-    config = json.dumps({
-        "architecture": architecture, "os": "linux",
-        "config": {"Cmd": ["/hello.txt"]},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "config": {"Cmd": ["/hello.txt"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
+        }
+    ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     entry = {"Config": config_name, "RepoTags": repo_tags, "Layers": [f"{layer_id}/layer.tar"]}
     with tarfile.open(path, "w") as archive:
@@ -121,7 +124,7 @@ def test_a_10_gb_sparse_file_is_refused_by_its_declared_size(tmp_path):
     assert sparse.stat().st_size < 1024 * 1024
     free_before = shutil.disk_usage(tmp_path).free
     started = time.monotonic()
-    with pytest.raises(InvalidImageTarball, match="sparse|declares more than"):
+    with pytest.raises(InvalidImageTarball, match=r"sparse|declares more than"):
         inspect_image_tarball(sparse)
     assert time.monotonic() - started < 5
     assert shutil.disk_usage(tmp_path).free > free_before - 100 * 1024 * 1024  # nothing unpacked
