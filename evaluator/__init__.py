@@ -11,9 +11,13 @@ safe zip reading in :mod:`evaluator.readers.safe_zip`, fixture writers in
 :mod:`evaluator.synthetic`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from evaluator._version import __version__
 from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
-from evaluator.scoring import ScoreOptions, ScoreReport, score
+
+if TYPE_CHECKING:
+    from evaluator.scoring import ScoreOptions, ScoreReport, score
 
 __all__ = [
     "EvaluatorInputError",
@@ -24,3 +28,15 @@ __all__ = [
     "__version__",
     "score",
 ]
+
+_LAZY = {"ScoreOptions", "ScoreReport", "score"}
+
+
+def __getattr__(name: str) -> Any:
+    # Scoring pulls in numpy, scipy, pandas and nibabel: load it on first use so that
+    # ``python -m evaluator --help`` and the sandbox's imports of ``evaluator`` stay fast.
+    if name in _LAZY:
+        from evaluator import scoring
+
+        return getattr(scoring, name)
+    raise AttributeError(f"module 'evaluator' has no attribute {name!r}")

@@ -42,7 +42,6 @@ from evaluator.metrics.segmentation import (
 from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
 from evaluator.readers.sources import CaseFile, list_case_files
-from evaluator.readers.tables import read_predictions_csv, read_reference_csv
 from evaluator.stats.intervals import (
     Interval,
     bootstrap_mean_interval,
@@ -244,7 +243,7 @@ def _decode(f: CaseFile, role: str, limits: ZipLimits) -> Mask:
     try:
         return decode_mask(raw, f.extension, max_voxel_bytes=limits.max_member_bytes)
     except MaskDecodeError as exc:
-        raise err(f"unreadable or truncated mask: {exc}", file=f.display, case=f.case_id) from exc
+        raise err(f"cannot read the mask: {exc}", file=f.display, case=f.case_id) from exc
 
 
 @dataclass
@@ -462,6 +461,8 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
     for m in metric_names:
         if m not in CLASSIFICATION_METRICS:
             raise ValueError(f"unknown classification metric {m!r}")
+    from evaluator.readers.tables import read_predictions_csv, read_reference_csv  # pandas
+
     ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
     ref = read_reference_csv(ref_raw, ref_display)
     pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)

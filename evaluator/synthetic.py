@@ -67,8 +67,8 @@ def mask_pair(
         centre = [n * rng.uniform(0.35, 0.65) for n in shape]
         radii = [n * size * rng.uniform(0.6, 1.0) / max(1, labels) ** 0.5 for n in shape]
         ellipsoid_mask(shape, centre, radii, out=ref, label=lab)
-        shift = [rng.uniform(-0.08, 0.08) * r for r in radii]
-        scale = rng.uniform(0.9, 1.1)
+        shift = [rng.uniform(-0.06, 0.06) * r for r in radii]
+        scale = rng.uniform(0.95, 1.05)
         ellipsoid_mask(
             shape,
             [c + s for c, s in zip(centre, shift, strict=True)],

@@ -15,7 +15,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import rankdata
+
+from evaluator.stats.ranks import average_ranks
 
 __all__ = [
     "BINARY_METRIC_NAMES",
@@ -72,7 +73,7 @@ def auc_roc(y: IntArray, s: FloatArray) -> float:
     n0 = y.size - n1
     if n1 == 0 or n0 == 0:
         return NAN
-    ranks = rankdata(s)  # average ranks: a tie between a positive and a negative counts 1/2
+    ranks = average_ranks(s)  # average ranks: a tie between a positive and a negative counts 1/2
     return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 

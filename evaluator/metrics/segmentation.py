@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluator.metrics.surface import bounding_box, directed_distances
+from evaluator.metrics.surface import directed_distances
 
 __all__ = [
     "DISTANCE_METRICS",
@@ -253,15 +253,13 @@ def case_metrics_and_counts(
             if not ref_empty and not pred_empty:
                 rs, ps = _slab_view(ref, c), _slab_view(pred, c)
                 binary = max_label <= 1
-                rb = rs.astype(np.bool_) if binary else np.equal(rs, lab)
-                pb = ps.astype(np.bool_) if binary else np.equal(ps, lab)
-                # Cropping to any box holding both masks changes no surface voxel (voxels
-                # outside are background either way) and no nearest-surface distance.
-                box = bounding_box(rb | pb)
-                if box is not None:
-                    got = directed_distances(rb, pb, spacing, box=box)
-                    if got is not None:
-                        d_ba, d_ab = got  # rb is the reference: d_ba runs ref -> pred
+                rv = _as_bool_view(rs) if binary else None
+                pv = _as_bool_view(ps) if binary else None
+                rb = rv if rv is not None else np.equal(rs, lab)
+                pb = pv if pv is not None else np.equal(ps, lab)
+                got = directed_distances(rb, pb, spacing)
+                if got is not None:
+                    d_ba, d_ab = got  # rb is the reference: d_ba runs ref -> pred
             values.update(
                 distance_metrics(
                     d_ab,

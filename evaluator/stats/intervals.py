@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm, rankdata
+
+from evaluator.stats.ranks import average_ranks
 
 __all__ = [
     "Interval",
@@ -44,7 +46,7 @@ def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> Interval:
     """Wilson score interval for a binomial proportion ``successes / n``."""
     if n <= 0:
         return Interval(None, None, "wilson", level)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
     p = successes / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -63,13 +65,13 @@ def delong_interval(
     m, n = pos.size, neg.size
     if m == 0 or n == 0:
         return math.nan, math.nan, Interval(None, None, "delong", level)
-    tz = rankdata(np.concatenate([pos, neg]))
-    tx, ty = rankdata(pos), rankdata(neg)
+    tz = average_ranks(np.concatenate([pos, neg]))
+    tx, ty = average_ranks(pos), average_ranks(neg)
     auc = float((tz[:m].sum() - m * (m + 1) / 2.0) / (m * n))
     v10 = (tz[:m] - tx) / n
     v01 = 1.0 - (tz[m:] - ty) / m
     var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
     half = z * math.sqrt(max(float(var), 0.0))
     return auc, float(var), Interval(max(0.0, auc - half), min(1.0, auc + half), "delong", level)
 

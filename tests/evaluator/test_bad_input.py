@@ -1,0 +1,293 @@
+"""Every bad input named in issue 3 gives InvalidSubmission with one line naming the file, the
+case and the problem, and never a traceback or a hidden reference value."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
+from evaluator.readers.safe_zip import ZipLimits
+from evaluator.synthetic import write_nifti
+
+REF_CSV = "case_id,label\na,0\nb,1\nc,1\nd,0\n"
+
+
+def cls_error(tmp_path: Path, text: str, ref: str = REF_CSV) -> str:
+    (tmp_path / "ref.csv").write_text(ref)
+    (tmp_path / "pred.csv").write_text(text)
+    with pytest.raises(InvalidSubmission) as info:
+        score("classification", tmp_path / "ref.csv", tmp_path / "pred.csv")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("pred.csv")
+    return message
+
+
+MISSING = "pred.csv: case d: 1 case(s) missing from the predictions: d"
+UNKNOWN = "case zz: 1 unknown case id(s) not in the test set: zz"
+WRONG = "wrong columns: found case_id,prob; expected case_id,score"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("case_id,score\na,.1\nb,.2\nc,.3\n", MISSING),
+        ("case_id,score\na,.1\nb,.2\nc,.3\nd,.4\nzz,.5\n", UNKNOWN),
+        ("case_id,score\na,.1\nb,.2\nc,.3\nd,.4\nd,.5\n", "case d: duplicate case id(s): d"),
+        ("case_id,score\na,.1\nb,nan\nc,.3\nd,.4\n", "case b: column 'score' is NaN"),
+        ("case_id,score\na,.1\nb,.2\nc,inf\nd,.4\n", "case c: column 'score' is infinite"),
+        ("case_id,score\na,.1\nb,.2\nc,high\nd,.4\n", "case c: column 'score' is not a number"),
+        ("case_id,score\na,.1\nb,1.5\nc,.3\nd,.4\n", "case b: column 'score' is 1.5, outside"),
+        ("case_id,score\na,.1\nb,-0.1\nc,.3\nd,.4\n", "case b: column 'score' is -0.1, outside"),
+        ("case_id,prob\na,.1\nb,.2\nc,.3\nd,.4\n", WRONG),
+        ("id,score\na,.1\n", "missing column 'case_id'"),
+        ("case_id,score,extra\na,.1,1\nb,.2,1\nc,.3,1\nd,.4,1\n", "wrong columns"),
+        ("case_id,label\na,0\nb,1\nc,2\nd,0\n", "case c: label 2 is not a class of this challenge"),
+        ("case_id,score\na,.1\nb,.2,9\n", "unreadable CSV"),
+        ("", "the CSV file is empty"),
+        ("case_id,score\n,.1\n", "empty case_id on data row 1"),
+    ],
+)
+def test_classification_bad_predictions(tmp_path, text, expected):
+    assert expected in cls_error(tmp_path, text)
+
+
+def test_multiclass_rows_must_sum_to_one(tmp_path):
+    ref = "case_id,label\na,0\nb,1\nc,2\n"
+    text = "case_id,class_0,class_1,class_2\na,.5,.5,0\nb,.2,.2,.2\nc,0,0,1\n"
+    msg = cls_error(tmp_path, text, ref)
+    assert "case b: class probabilities sum to 0.6, not 1" in msg
+
+
+def test_binary_garbage_is_not_a_csv(tmp_path):
+    (tmp_path / "ref.csv").write_text(REF_CSV)
+    (tmp_path / "pred.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(InvalidSubmission, match=r"pred\.csv: not a UTF-8 text CSV file"):
+        score("classification", tmp_path / "ref.csv", tmp_path / "pred.csv")
+
+
+def test_messages_never_reveal_reference_labels(tmp_path):
+    ref = "case_id,label\nsecret_case,1\nother,0\n"
+    msg = cls_error(tmp_path, "case_id,score\nother,0.2\n", ref)
+    assert "secret_case" in msg
+    assert "label" not in msg and ",1" not in msg and "= 1" not in msg
+
+
+def test_bad_reference_is_an_organizer_error(tmp_path):
+    (tmp_path / "ref.csv").write_text("case_id,label\na,x\n")
+    (tmp_path / "pred.csv").write_text("case_id,score\na,.5\n")
+    with pytest.raises(InvalidReference, match="column 'label' is not a number"):
+        score("classification", tmp_path / "ref.csv", tmp_path / "pred.csv")
+
+
+# ---------------------------------------------------------------------- segmentation
+
+
+def cube(shape=(10, 10, 8), lo=2, hi=6, label=1):
+    a = np.zeros(shape, dtype=np.uint8)
+    a[lo:hi, lo:hi, lo:hi] = label
+    return a
+
+
+@pytest.fixture
+def ref_dir(tmp_path, write_masks):
+    return write_masks(tmp_path / "ref", {"p1": cube(), "p2": cube(lo=3)})
+
+
+def seg_error(tmp_path, pred_path, ref_dir, options=None) -> str:
+    with pytest.raises(InvalidSubmission) as info:
+        score("segmentation", ref_dir, pred_path, options=options)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_mask(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    assert seg_error(tmp_path, pred, ref_dir) == (
+        "pred: case p2: 1 case(s) missing from the predictions: p2"
+    )
+
+
+def test_unknown_mask(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube(), "p9": cube()})
+    assert "case p9: 1 unknown case id(s) not in the test set: p9" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+
+
+def test_duplicate_case_in_two_formats(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube()})
+    np.save(pred / "p2.npy", cube())
+    msg = seg_error(tmp_path, pred, ref_dir)
+    assert "case p2: duplicate case id: also given as" in msg
+
+
+def test_shape_mismatch(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube(shape=(10, 10, 9))})
+    assert seg_error(tmp_path, pred, ref_dir) == (
+        "p2.nii.gz: case p2: mask shape (10, 10, 9) differs from the reference shape (10, 10, 8)"
+    )
+
+
+def test_spacing_mismatch(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    write_nifti(pred / "p2.nii.gz", cube(), (1.0, 1.0, 2.0))
+    assert "case p2: voxel spacing (1.0, 1.0, 2.0) differs from the reference spacing" in (
+        seg_error(tmp_path, pred, ref_dir)
+    )
+
+
+def test_grid_origin_mismatch(tmp_path, ref_dir, write_masks):
+    import nibabel as nib
+
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    affine = np.eye(4)
+    affine[:3, 3] = [10, 0, 0]
+    nib.save(nib.Nifti1Image(cube(), affine), pred / "p2.nii.gz")
+    assert "case p2: image grid (origin/orientation in the header) differs" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+
+
+def test_label_not_in_reference(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube(label=3)})
+    assert "case p2: label 3 does not occur in the reference (labels: 0, 1)" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+
+
+def test_label_beyond_declared_labels(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube(label=4)})
+    msg = seg_error(tmp_path, pred, ref_dir, ScoreOptions(labels=[1, 2]))
+    assert "case p2: label 4 is not a label of this challenge (labels: 0, 1, 2)" in msg
+
+
+def test_non_integer_and_negative_labels(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    write_nifti(pred / "p2.nii.gz", cube().astype(np.float32) * 0.5)
+    assert "case p2: cannot read the mask: mask holds non-integer values" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+    write_nifti(pred / "p2.nii.gz", cube().astype(np.int16) * -1)
+    assert "negative label -1" in seg_error(tmp_path, pred, ref_dir)
+
+
+def test_truncated_and_garbage_files(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube()})
+    data = (pred / "p2.nii.gz").read_bytes()
+    (pred / "p2.nii.gz").write_bytes(data[: len(data) // 2])
+    assert "p2.nii.gz: case p2: cannot read the mask: truncated gzip data" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+    raw = gzip.decompress(data)
+    (pred / "p2.nii.gz").write_bytes(gzip.compress(raw[:-100]))
+    assert "truncated voxel data" in seg_error(tmp_path, pred, ref_dir)
+    (pred / "p2.nii.gz").unlink()
+    (pred / "p2.nii").write_bytes(b"hello" * 100)
+    assert "not a NIfTI file" in seg_error(tmp_path, pred, ref_dir)
+    (pred / "p2.nii").unlink()
+    (pred / "p2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    assert "unreadable PNG" in seg_error(tmp_path, pred, ref_dir)
+
+
+def test_unsupported_file_type(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube()})
+    (pred / "notes.mha").write_text("x")
+    assert "notes.mha: unsupported file type (expected one of .nii.gz" in seg_error(
+        tmp_path, pred, ref_dir
+    )
+
+
+def test_symlink_in_a_folder_is_refused(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    (pred / "p2.nii.gz").symlink_to(ref_dir / "p2.nii.gz")
+    assert "p2.nii.gz: symbolic links are not allowed" in seg_error(tmp_path, pred, ref_dir)
+
+
+def test_gzip_bomb_is_refused(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    (pred / "p2.nii.gz").write_bytes(gzip.compress(b"\0" * 30_000_000, compresslevel=9))
+    assert (pred / "p2.nii.gz").stat().st_size < 100_000
+    limits = ZipLimits(max_member_bytes=10_000_000)
+    msg = seg_error(tmp_path, pred, ref_dir, ScoreOptions(limits=limits))
+    assert "p2.nii.gz: case p2: cannot read the mask: decompressed size is over the " in msg
+    assert "limit 10000000 bytes" in msg
+
+
+def make_zip(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+def nii_bytes(tmp_path: Path, arr: np.ndarray) -> bytes:
+    p = write_nifti(tmp_path / "tmp_mask.nii.gz", arr)
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("../p2.nii.gz", "pred.zip:../p2.nii.gz: '..' in the path"),
+        ("/abs/p2.nii.gz", "pred.zip:/abs/p2.nii.gz: absolute path"),
+        ("sub\\p2.nii.gz", "backslash in the path"),
+        ("C:/p2.nii.gz", "absolute path"),
+    ],
+)
+def test_unsafe_zip_paths(tmp_path, ref_dir, name, expected):
+    zp = make_zip(tmp_path / "pred.zip", {"p1.nii.gz": nii_bytes(tmp_path, cube()), name: b"x"})
+    assert expected in seg_error(tmp_path, zp, ref_dir)
+
+
+def test_zip_symlink_is_refused(tmp_path, ref_dir):
+    zp = make_zip(tmp_path / "pred.zip", {"p1.nii.gz": b"x"}, symlink="p2.nii.gz")
+    assert "pred.zip:p2.nii.gz: symbolic links are not allowed" in seg_error(tmp_path, zp, ref_dir)
+
+
+def test_zip_bomb_is_refused(tmp_path, ref_dir):
+    zp = make_zip(tmp_path / "pred.zip", {"p1.nii.gz": b"\0" * 5_000_000, "p2.nii.gz": b"x"})
+    assert zp.stat().st_size < 20_000  # a tiny archive...
+    limits = ZipLimits(max_member_bytes=1_000_000, max_total_bytes=1_500_000)
+    msg = seg_error(tmp_path, zp, ref_dir, ScoreOptions(limits=limits))
+    assert "pred.zip:p1.nii.gz: uncompressed size 5000000 bytes is over the limit 1000000" in msg
+    limits = ZipLimits(max_member_bytes=10_000_000, max_total_bytes=1_500_000)
+    msg = seg_error(tmp_path, zp, ref_dir, ScoreOptions(limits=limits))
+    assert "archive uncompressed size is over the limit 1500000 bytes" in msg
+
+
+def test_not_a_zip(tmp_path, ref_dir):
+    (tmp_path / "pred.zip").write_bytes(b"PK\x03\x04 not really")
+    assert "pred.zip: not a readable zip archive" in seg_error(
+        tmp_path, tmp_path / "pred.zip", ref_dir
+    )
+
+
+def test_zip_of_masks_in_a_subfolder_is_fine(tmp_path, ref_dir):
+    buf = io.BytesIO()
+    del buf
+    zp = make_zip(
+        tmp_path / "pred.zip",
+        {
+            "preds/p1.nii.gz": nii_bytes(tmp_path, cube()),
+            "preds/p2.nii.gz": nii_bytes(tmp_path, cube(lo=3)),
+            "__MACOSX/preds/._p1.nii.gz": b"junk",
+            "preds/.DS_Store": b"junk",
+        },
+    )
+    report = score("segmentation", ref_dir, zp, options=ScoreOptions(bootstrap=0))
+    assert report.aggregates["dice"] == 1.0
