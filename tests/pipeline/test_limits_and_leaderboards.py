@@ -1,0 +1,154 @@
+"""Limits without races, private leaderboards, re-evaluation with history."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import requests
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from challenges.models import Evaluation, LeaderboardEntry, LeaderboardSnapshot, Submission
+from challenges.selectors import LeaderboardHidden, leaderboard_for_phase
+from challenges.services.evaluations import evaluation_fail, submission_reevaluate
+from challenges.services.leaderboards import leaderboard_update
+from challenges.services.scoring import evaluation_score
+from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
+from tests.factories import UserFactory, classification_phase
+
+
+def test_fifty_concurrent_uploads_with_a_daily_limit_of_five_accept_exactly_five(
+    live_server, transactional_db, tmp_path
+):
+    phase, preds = classification_phase(tmp_path, daily_limit=5)
+    UserFactory(username="racer")
+    body = preds.read_bytes()
+
+    def upload(i: int) -> requests.Response:
+        return requests.post(
+            f"{live_server.url}/api/phases/{phase.pk}/submissions/",
+            files={"file": (f"p{i}.csv", body)},
+            auth=("racer", "pw"),
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(upload, range(50)))
+    codes = [r.status_code for r in responses]
+    assert codes.count(201) == 5, codes
+    assert codes.count(429) == 45, codes
+    refused = [r.json() for r in responses if r.status_code == 429]
+    assert all(r["code"] == "daily_limit" for r in refused)
+    assert "today's 5 submissions" in refused[0]["detail"]
+    assert Submission.objects.filter(phase=phase).count() == 5
+
+
+def _scored(phase, preds, user) -> Submission:
+    submission = submission_create(
+        user=user, phase=phase, file=SimpleUploadedFile("p.csv", preds.read_bytes())
+    )
+    evaluation_score(evaluation_id=submission.evaluations.get().pk)
+    return submission
+
+
+@pytest.mark.django_db
+def test_limits_are_shown_before_submitting_and_platform_failures_do_not_count(tmp_path):
+    phase, preds = classification_phase(tmp_path, daily_limit=2)
+    user = UserFactory()
+    client = APIClient()
+    client.force_authenticate(user)
+    assert client.get(f"/api/phases/{phase.pk}/limits/").json()["remaining"] == 2
+    first = submission_create(user=user, phase=phase, file=SimpleUploadedFile("p.csv", b"x,y\n"))
+    evaluation_fail(
+        evaluation_id=first.evaluations.get().pk, message="worker lost", platform_fault=True
+    )
+    assert limits_for(user=user, phase=phase).daily_used == 0
+    _scored(phase, preds, user)
+    _scored(phase, preds, user)
+    assert client.get(f"/api/phases/{phase.pk}/limits/").json()["remaining"] == 0
+    with pytest.raises(SubmissionRefused, match="today's 2 submissions"):
+        _scored(phase, preds, user)
+
+
+@pytest.mark.django_db
+def test_private_leaderboard_hidden_until_the_phase_closes(tmp_path):
+    phase, preds = classification_phase(tmp_path)
+    participant = UserFactory()
+    organizer = UserFactory()
+    phase.challenge.organizers.add(organizer)
+    _scored(phase, preds, participant)
+    leaderboard_update(phase_id=phase.pk)
+    client = APIClient()
+    client.force_authenticate(participant)
+    url = f"/api/phases/{phase.pk}/leaderboard/"
+
+    assert leaderboard_for_phase(phase=phase, part="public", user=participant).count() == 1
+    with pytest.raises(LeaderboardHidden):
+        leaderboard_for_phase(phase=phase, part="private", user=participant)
+    assert client.get(url, {"part": "private"}).status_code == 403
+    assert APIClient().get(url, {"part": "private"}).status_code == 403
+    assert leaderboard_for_phase(phase=phase, part="private", user=organizer).count() == 1
+
+    phase.opens_at = timezone.now() - timedelta(days=10)
+    phase.closes_at = timezone.now() - timedelta(minutes=1)
+    phase.save()
+    rows = leaderboard_for_phase(phase=phase, part="private", user=participant)
+    assert rows.count() == 1
+    response = client.get(url, {"part": "private"})
+    assert response.status_code == 200
+    assert response.json()["results"][0]["display_name"] == participant.username
+
+
+@pytest.mark.django_db
+def test_best_submission_per_entrant_ties_share_rank_and_baselines_are_marked(tmp_path):
+    phase, preds = classification_phase(tmp_path)
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    _scored(phase, preds, alice)
+    _scored(phase, preds, bob)
+    # A worse second submission of alice's does not replace her best.
+    lines = preds.read_text().splitlines()
+    worse = tmp_path / "worse.csv"
+    worse.write_text("\n".join([lines[0], *(f"{ln.split(',')[0]},0.5" for ln in lines[1:])]))
+    _scored(phase, worse, alice)
+    baseline = submission_create(
+        user=UserFactory(username="platform"),
+        phase=phase,
+        file=SimpleUploadedFile("p.csv", worse.read_bytes()),
+    )
+    Submission.objects.filter(pk=baseline.pk).update(is_baseline=True, baseline_name="always 0.5")
+    evaluation_score(evaluation_id=baseline.evaluations.get().pk)
+    leaderboard_update(phase_id=phase.pk)
+    rows = {r.display_name: r for r in LeaderboardEntry.objects.filter(phase=phase, part="public")}
+    assert rows["alice"].rank == rows["bob"].rank == 1  # same predictions: a tie, rank 1, 1
+    assert rows["alice"].n_submissions == 2
+    assert rows["always 0.5 (baseline)"].is_baseline
+    assert rows["always 0.5 (baseline)"].rank == 3
+    assert rows["always 0.5 (baseline)"].score == 0.5
+
+
+@pytest.mark.django_db
+def test_reevaluation_keeps_history_and_yields_one_entry(tmp_path):
+    phase, preds = classification_phase(tmp_path)
+    user = UserFactory()
+    submission = _scored(phase, preds, user)
+    leaderboard_update(phase_id=phase.pk)
+    # The organizer fixes a reference label, then re-runs the submission.
+    case = phase.dataset.cases.filter(leaderboard_part="public").first()
+    case.label = "1" if case.label == "0" else "0"
+    case.save()
+    again = submission_reevaluate(submission=submission)
+    assert again.attempt == 2
+    evaluation_score(evaluation_id=again.pk)
+    leaderboard_update(phase_id=phase.pk)
+    attempts = Evaluation.objects.filter(submission=submission).order_by("attempt")
+    assert [e.state for e in attempts] == ["succeeded", "succeeded"]
+    assert [e.results.count() for e in attempts] == [2, 2]  # the old result stays
+    row = LeaderboardEntry.objects.get(phase=phase, part="public")
+    assert row.evaluation_id == again.pk
+    old, new = (e.results.get(part="public").aggregates["auc_roc"] for e in attempts)
+    assert old != new and row.score == new
+    history = LeaderboardSnapshot.objects.filter(phase=phase, part="public").order_by("created_at")
+    assert [h.rows[0]["score"] for h in history] == [old, new]
