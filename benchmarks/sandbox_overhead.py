@@ -1,0 +1,202 @@
+"""Overhead of the sandbox per submission, against the model's own compute time.
+
+    .venv/bin/python benchmarks/sandbox_overhead.py [--repeat 5] [--backends docker,bwrap]
+
+For each backend it times, end to end (``backend.run`` called -> returned, outputs validated and
+everything removed):
+  * an empty run: ``/bin/true`` in the evaluator image (pure sandbox start -> stop);
+  * the model runner on a tiny TorchScript classifier and a tiny ONNX segmenter (4 cases), whose
+    own ``SCANBENCH_RUNNER`` line gives the model load and compute time inside the sandbox;
+and the same runner with no sandbox at all (``python -m evaluator.runner`` on the host), so
+"overhead" = sandboxed end to end - unsandboxed end to end. Medians over ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluator.sandbox import (  # noqa: E402
+    BubblewrapBackend,
+    DockerBackend,
+    InputSpec,
+    Intensity,
+    Limits,
+    OutputKind,
+    RunSpec,
+    SandboxBackend,
+    run_model_submission,
+)
+from tests.sandbox.models import nifti_cases, onnx_segmenter, torchscript_classifier  # noqa: E402
+
+LIMITS = Limits(time_limit_s=300, memory_bytes=2 * 2**30, cpus=1, output_bytes=64 * 2**20)
+SPECS = {
+    "torchscript": InputSpec(image_size=(16, 16), intensity=Intensity.SCALE, scale=1 / 255),
+    "onnx": InputSpec(image_size=(6, 12, 12), intensity=Intensity.NONE, output=OutputKind.MASK),
+}
+
+
+def _runner_stats(text: str) -> dict[str, float]:
+    for line in text.splitlines():
+        if line.startswith("SCANBENCH_RUNNER "):
+            return dict(json.loads(line.split(" ", 1)[1]))
+    return {}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _timed(call: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--backends", default="docker,bwrap")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="scanbench-bench-"))
+    png_inputs = work / "png"
+    png_inputs.mkdir()
+    import numpy as np
+    from PIL import Image
+
+    for i in range(4):
+        Image.fromarray(np.full((24, 24), 40 + 160 * (i % 2), np.uint8)).save(
+            png_inputs / f"c{i}.png"
+        )
+    nifti_cases(work / "nii", work / "ref", n=4)
+    models = {
+        "torchscript": (torchscript_classifier(work / "model.pt"), png_inputs),
+        "onnx": (onnx_segmenter(work / "model.onnx"), work / "nii"),
+    }
+    counter = iter(range(10**6))
+
+    def out() -> Path:
+        return work / f"out{next(counter)}"
+
+    rows: list[tuple[str, str, float, float, float]] = []
+    # No sandbox: the runner in the host's Python, same model, same inputs, started as in the
+    # sandbox (a copy of the package as scanbench_runner, nothing else of the project imported).
+    runner_copy = work / "lib" / "scanbench_runner"
+    runner_copy.mkdir(parents=True)
+    for source in (ROOT / "evaluator" / "runner").glob("*.py"):
+        shutil.copyfile(source, runner_copy / source.name)
+    for kind, (model, inputs) in models.items():
+        spec_file = work / f"{kind}.json"
+        spec_file.write_text(SPECS[kind].to_json())
+        totals, computes = [], []
+        for _ in range(args.repeat):
+            target = out()
+            target.mkdir()
+            elapsed, completed = _timed(
+                lambda m=model, i=inputs, s=spec_file, t=target, k=kind: subprocess.run(
+                    [
+                        sys.executable,
+                        "-s",
+                        "-B",
+                        "-m",
+                        "scanbench_runner",
+                        "--model",
+                        str(m),
+                        "--format",
+                        "torchscript" if k == "torchscript" else "onnx",
+                        "--spec",
+                        str(s),
+                        "--inputs",
+                        str(i),
+                        "--outputs",
+                        str(t),
+                    ],
+                    env={**os.environ, "PYTHONPATH": str(work / "lib"), "SCANBENCH_THREADS": "1"},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+            )
+            stats = _runner_stats(completed.stdout)  # type: ignore[attr-defined]
+            totals.append(elapsed)
+            computes.append(stats.get("compute_s", float("nan")))
+        rows.append(("none (host)", f"runner, {kind}", _median(totals), _median(computes), 0.0))
+    baseline = {kind: rows[i][2] for i, kind in enumerate(models)}
+
+    backends: list[SandboxBackend] = []
+    for name in args.backends.split(","):
+        backend: SandboxBackend = DockerBackend() if name == "docker" else BubblewrapBackend()
+        problems = backend.check()
+        if problems:
+            print(f"skipping {name}: {problems[0]}", file=sys.stderr)
+            continue
+        backends.append(backend)
+
+    for backend in backends:
+        empties = []
+        for _ in range(args.repeat):
+            elapsed, _result = _timed(
+                lambda backend=backend: backend.run(
+                    RunSpec(
+                        input_dir=png_inputs,
+                        output_dir=out(),
+                        command=("/bin/true",),
+                        limits=LIMITS,
+                    )
+                )
+            )
+            empties.append(elapsed)
+        rows.append(
+            (backend.name, "empty run (/bin/true)", _median(empties), 0.0, _median(empties))
+        )
+        for kind, (model, inputs) in models.items():
+            totals, computes = [], []
+            for _ in range(args.repeat):
+                elapsed, result = _timed(
+                    lambda m=model, i=inputs, k=kind, backend=backend: run_model_submission(
+                        model_path=m,
+                        input_dir=i,
+                        output_dir=out(),
+                        input_spec=SPECS[k],
+                        limits=LIMITS,
+                        backend=backend,
+                    )
+                )
+                assert result.ok, result.logs_tail  # type: ignore[attr-defined]
+                totals.append(elapsed)
+                stats = _runner_stats(result.logs_tail)  # type: ignore[attr-defined]
+                computes.append(stats.get("compute_s", float("nan")))
+            total = _median(totals)
+            rows.append(
+                (backend.name, f"runner, {kind}", total, _median(computes), total - baseline[kind])
+            )
+
+    print(
+        f"median of {args.repeat} runs, seconds, 4 cases per model run; "
+        f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs"
+    )
+    print(
+        f"{'sandbox':<12} {'what':<24} {'end to end':>11} {'model compute':>14} "
+        f"{'overhead vs host':>17}"
+    )
+    for backend_name, what, total, compute, overhead in rows:
+        print(f"{backend_name:<12} {what:<24} {total:>11.3f} {compute:>14.4f} {overhead:>17.3f}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
