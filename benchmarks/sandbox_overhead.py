@@ -8,7 +8,11 @@ everything removed):
   * the model runner on a tiny TorchScript classifier and a tiny ONNX segmenter (4 cases), whose
     own ``SCANBENCH_RUNNER`` line gives the model load and compute time inside the sandbox;
 and the same runner with no sandbox at all (``python -m evaluator.runner`` on the host), so
-"overhead" = sandboxed end to end - unsandboxed end to end. Medians over ``--repeat`` runs.
+columns: end to end; the runner's own time inside (Python start excluded: imports, model load and
+compute, from its SCANBENCH_RUNNER line); the model's compute alone; and the sandbox's overhead =
+end to end - the runner's own time (interpreter start, staging, limits, output validation,
+clean-up); and what the sandbox adds = end to end - the same runner run on the host without a
+sandbox (the "none (host)" rows). Medians over ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def main() -> int:
     def out() -> Path:
         return work / f"out{next(counter)}"
 
-    rows: list[tuple[str, str, float, float, float]] = []
+    rows: list[tuple[str, str, float, float, float, float]] = []
     # No sandbox: the runner in the host's Python, same model, same inputs, started as in the
     # sandbox (a copy of the package as scanbench_runner, nothing else of the project imported).
     runner_copy = work / "lib" / "scanbench_runner"
@@ -101,7 +105,7 @@ def main() -> int:
     for kind, (model, inputs) in models.items():
         spec_file = work / f"{kind}.json"
         spec_file.write_text(SPECS[kind].to_json())
-        totals, computes = [], []
+        totals, computes, inside = [], [], []
         for _ in range(args.repeat):
             target = out()
             target.mkdir()
@@ -133,8 +137,18 @@ def main() -> int:
             stats = _runner_stats(completed.stdout)  # type: ignore[attr-defined]
             totals.append(elapsed)
             computes.append(stats.get("compute_s", float("nan")))
-        rows.append(("none (host)", f"runner, {kind}", _median(totals), _median(computes), 0.0))
-    baseline = {kind: rows[i][2] for i, kind in enumerate(models)}
+            inside.append(stats.get("total_s", float("nan")))
+        total = _median(totals)
+        rows.append(
+            (
+                "none (host)",
+                f"runner, {kind}",
+                total,
+                _median(inside),
+                _median(computes),
+                total - _median(inside),
+            )
+        )
 
     backends: list[SandboxBackend] = []
     for name in args.backends.split(","):
@@ -160,10 +174,10 @@ def main() -> int:
             )
             empties.append(elapsed)
         rows.append(
-            (backend.name, "empty run (/bin/true)", _median(empties), 0.0, _median(empties))
+            (backend.name, "empty run (/bin/true)", _median(empties), 0.0, 0.0, _median(empties))
         )
         for kind, (model, inputs) in models.items():
-            totals, computes = [], []
+            totals, computes, inside = [], [], []
             for _ in range(args.repeat):
                 elapsed, result = _timed(
                     lambda m=model, i=inputs, k=kind, backend=backend: run_model_submission(
@@ -179,9 +193,17 @@ def main() -> int:
                 totals.append(elapsed)
                 stats = _runner_stats(result.logs_tail)  # type: ignore[attr-defined]
                 computes.append(stats.get("compute_s", float("nan")))
+                inside.append(stats.get("total_s", float("nan")))
             total = _median(totals)
             rows.append(
-                (backend.name, f"runner, {kind}", total, _median(computes), total - baseline[kind])
+                (
+                    backend.name,
+                    f"runner, {kind}",
+                    total,
+                    _median(inside),
+                    _median(computes),
+                    total - _median(inside),
+                )
             )
 
     print(
@@ -189,11 +211,17 @@ def main() -> int:
         f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs"
     )
     print(
-        f"{'sandbox':<12} {'what':<24} {'end to end':>11} {'model compute':>14} "
-        f"{'overhead vs host':>17}"
+        f"{'sandbox':<12} {'what':<24} {'end to end':>11} {'runner itself':>13} "
+        f"{'model compute':>14} "
+        f"{'sandbox overhead':>17} {'added vs host':>13}"
     )
-    for backend_name, what, total, compute, overhead in rows:
-        print(f"{backend_name:<12} {what:<24} {total:>11.3f} {compute:>14.4f} {overhead:>17.3f}")
+    host = {what: total for name, what, total, *_ in rows if name == "none (host)"}
+    for backend_name, what, total, runner, compute, overhead in rows:
+        added = total - host[what] if what in host else total
+        print(
+            f"{backend_name:<12} {what:<24} {total:>11.3f} {runner:>13.3f} {compute:>14.4f} "
+            f"{overhead:>17.3f} {added:>13.3f}"
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
