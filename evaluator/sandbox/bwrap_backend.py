@@ -92,16 +92,8 @@ class BubblewrapBackend(SandboxBackend):
         self.prlimit = shutil.which("prlimit") or "prlimit"
 
     def check(self) -> list[str]:
-        problems = []
-        if shutil.which(self.bwrap) is None:
-            problems.append("bubblewrap (bwrap) is not installed")
-        if shutil.which(self.prlimit) is None:
-            problems.append("prlimit (util-linux) is not installed")
-        if not (self.rootfs / ".scanbench-recipe").is_file():
-            problems.append(
-                f"the evaluator root file system {self.rootfs} is missing; "
-                "build it with platform/evaluator-image/build.sh"
-            )
+        """Binaries and root file system present, and a probe sandbox starts (~0.1 s)."""
+        problems = self._static_problems()
         if problems:
             return problems
         try:
@@ -120,6 +112,19 @@ class BubblewrapBackend(SandboxBackend):
             err = probe.stderr.decode(errors="replace").strip()[-300:]
             return [f"bubblewrap cannot create a sandbox here (user namespaces?): {err}"]
         return []
+
+    def _static_problems(self) -> list[str]:
+        problems = []
+        if shutil.which(self.bwrap) is None:
+            problems.append("bubblewrap (bwrap) is not installed")
+        if shutil.which(self.prlimit) is None:
+            problems.append("prlimit (util-linux) is not installed")
+        if not (self.rootfs / ".scanbench-recipe").is_file():
+            problems.append(
+                f"the evaluator root file system {self.rootfs} is missing; "
+                "build it with platform/evaluator-image/build.sh"
+            )
+        return problems
 
     @staticmethod
     def _as_root() -> bool:
@@ -194,7 +199,7 @@ class BubblewrapBackend(SandboxBackend):
             return error("This worker has no GPU.", "gpus requested on the bubblewrap backend")
         if spec.command is None:
             raise ValueError("the bubblewrap backend needs an explicit command")
-        problems = [p for p in self.check() if "missing" in p or "not installed" in p]
+        problems = self._static_problems()
         if problems:
             return error("The sandbox failed; this is not the submission's fault.", problems[0])
 

@@ -113,6 +113,23 @@ class DockerBackend(SandboxBackend):
     def can_run_images(self) -> bool:
         return True
 
+    def remove_leftovers(self) -> int:
+        """Remove sandbox containers and volumes a crashed worker left behind; returns how many.
+
+        Call at worker start-up (concurrency 1), never while this engine runs a submission.
+        """
+        removed = 0
+        label = {"label": _LABEL}
+        for container in self.client.containers.list(all=True, filters=label):
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+                removed += 1
+        for volume in self.client.volumes.list(filters=label):
+            with contextlib.suppress(docker.errors.DockerException):
+                volume.remove(force=True)
+                removed += 1
+        return removed
+
     def gpus_available(self) -> bool:
         """An NVIDIA runtime is registered (or ``SCANBENCH_DOCKER_GPUS=1`` says the engine's default
         runtime handles device requests, as with CDI set-ups)."""

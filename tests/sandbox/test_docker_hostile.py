@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.sandbox import DockerBackend, Limits, Mount, OutputPolicy, RunSpec, RunStatus
+from evaluator.sandbox.docker_backend import _LABEL
 
 from . import attacks
 from .conftest import ROOT, SECRET, host_targets, listening
@@ -209,3 +210,10 @@ def test_organizer_scorer_sees_reference_and_may_write_metrics(
     )
     assert result.ok, result.logs_tail
     assert (tmp_path / "out" / "metrics.json").read_text().startswith('{"aggregates": {"n": 4}')
+
+
+def test_leftovers_of_a_crashed_worker_are_removed(docker_backend, docker_client, evaluator_image):
+    docker_client.volumes.create(name="scanbench-output-leftover", labels={_LABEL: "x"})
+    docker_client.containers.create(evaluator_image, command=["true"], labels={_LABEL: "x"})
+    assert docker_backend.remove_leftovers() == 2
+    assert docker_client.containers.list(all=True, filters={"label": _LABEL}) == []
