@@ -262,6 +262,7 @@ def _score_case(
     pred_file: CaseFile | None,
     options: ScoreOptions,
     metric_names: Collection[str],
+    kd_workers: int = -1,
 ) -> _CaseResult:
     ref = _decode(ref_file, "reference", options.limits)
     spacing = _spacing_of(ref.grid)
@@ -291,6 +292,7 @@ def _score_case(
         nsd_tolerance=options.nsd_tolerance,
         metrics=metric_names,
         max_label=top,
+        workers=kd_workers,
     )
     ref_labels = {lab for lab, c in counts.items() if c.n_ref > 0}
     pred_labels = {lab for lab, c in counts.items() if c.n_pred > 0}
@@ -314,7 +316,9 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
 
         def run(cid: str) -> _CaseResult:
             pf = None if cid in missing else preds.files[cid]
-            return _score_case(cid, refs.files[cid], pf, options, metric_names)
+            # cases run in parallel already: one thread per nearest-neighbour query
+            kd_workers = 1 if workers > 1 else -1
+            return _score_case(cid, refs.files[cid], pf, options, metric_names, kd_workers)
 
         if workers > 1 and len(scored) > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -209,6 +209,7 @@ def case_metrics(
     nsd_tolerance: float = 1.0,
     metrics: Collection[str] = SEGMENTATION_METRIC_NAMES,
     max_label: int | None = None,
+    workers: int = -1,
 ) -> dict[int, dict[str, float]]:
     """All requested segmentation metrics of one case, per label.
 
@@ -224,6 +225,7 @@ def case_metrics(
         nsd_tolerance=nsd_tolerance,
         metrics=metrics,
         max_label=max_label,
+        workers=workers,
     )[0]
 
 
@@ -236,6 +238,7 @@ def case_metrics_and_counts(
     nsd_tolerance: float = 1.0,
     metrics: Collection[str] = SEGMENTATION_METRIC_NAMES,
     max_label: int | None = None,
+    workers: int = -1,
 ) -> tuple[dict[int, dict[str, float]], dict[int, LabelCounts]]:
     """:func:`case_metrics` plus the voxel counts of every label."""
     labels = list(labels)
@@ -257,7 +260,7 @@ def case_metrics_and_counts(
                 pv = _as_bool_view(ps) if binary else None
                 rb = rv if rv is not None else np.equal(rs, lab)
                 pb = pv if pv is not None else np.equal(ps, lab)
-                got = directed_distances(rb, pb, spacing)
+                got = directed_distances(rb, pb, spacing, workers=workers)
                 if got is not None:
                     d_ba, d_ab = got  # rb is the reference: d_ba runs ref -> pred
             values.update(

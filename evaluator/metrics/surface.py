@@ -96,18 +96,51 @@ def _surface_in_box(mask: BoolArray, box: tuple[slice, ...]) -> tuple[BoolArray,
     return surf, idx
 
 
+def _nearest(
+    ip: NDArray[np.intp],
+    sp_mask: BoolArray,
+    box_p: tuple[slice, ...],
+    iq: NDArray[np.intp],
+    sq_mask: BoolArray,
+    box_q: tuple[slice, ...],
+    spacing: FloatArray,
+    workers: int,
+) -> FloatArray:
+    """Distance from every surface voxel ``ip`` of P to the nearest surface voxel of Q.
+
+    Voxels on both surfaces are at distance 0 and skip the tree; the rest query a k-d tree over
+    Q's surface in physical coordinates (exact Euclidean nearest neighbour).
+    """
+    from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
+
+    del sp_mask, box_p
+    lo = np.array([s.start for s in box_q], dtype=np.intp)
+    hi = np.array([s.stop for s in box_q], dtype=np.intp)
+    inside = np.all((ip >= lo) & (ip < hi), axis=1)
+    shared = np.zeros(ip.shape[0], dtype=np.bool_)
+    shared[inside] = sq_mask[tuple((ip[inside] - lo).T)]
+    out = np.zeros(ip.shape[0], dtype=np.float64)
+    rest = ~shared
+    if rest.any():
+        tree = cKDTree(iq * spacing, leafsize=16, balanced_tree=False, compact_nodes=False)
+        out[rest] = tree.query(ip[rest] * spacing, k=1, workers=workers)[0]
+    return out
+
+
 def directed_distances(
     a: BoolArray,
     b: BoolArray,
     spacing: Sequence[float],
     *,
     method: str = "auto",
+    workers: int = -1,
 ) -> tuple[FloatArray, FloatArray] | None:
     """Distances in mm from each surface voxel of ``a`` to ``b``'s surface, and back.
 
     Returns ``(d_ab, d_ba)`` as float64 arrays, or ``None`` when either mask is empty (the caller
     applies the empty-mask conventions). ``method`` is ``"auto"``, ``"kdtree"`` or ``"edt"``;
-    all give the same values up to float rounding.
+    all give the same values up to float rounding. ``workers`` is the k-d tree query's thread
+    count (-1: all cores; pass 1 when cases are already scored in parallel).
 
     Cropping never changes a value: a voxel outside a box holding the whole mask is background
     either way, so the surface is the same, and every surface voxel of both masks lies inside
@@ -117,6 +150,10 @@ def directed_distances(
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if len(spacing) != a.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match {a.ndim}-D masks")
+    if a.ndim > 1 and abs(a.strides[0]) < abs(a.strides[-1]):
+        # Fortran-ordered (NIfTI): work on the transposed, C-ordered view. Distances do not
+        # depend on the axis order, and mixing layouts would make every pass cache-hostile.
+        a, b, spacing = a.T, b.T, tuple(spacing)[::-1]
     box_a, box_b = bounding_box(a), bounding_box(b)
     if box_a is None or box_b is None:
         return None
@@ -132,13 +169,8 @@ def directed_distances(
     if method == "auto":
         method = "kdtree" if (na + nb) * KD_TREE_BOX_RATIO < union_size else "edt"
     if method == "kdtree":
-        from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
-
-        xa = ia.astype(np.float64) * sp
-        xb = ib.astype(np.float64) * sp
-        tree_opts = {"leafsize": 32, "balanced_tree": False, "compact_nodes": False}
-        d_ab = cKDTree(xb, **tree_opts).query(xa, k=1, workers=-1)[0]
-        d_ba = cKDTree(xa, **tree_opts).query(xb, k=1, workers=-1)[0]
+        d_ab = _nearest(ia, sa, box_a, ib, sb, box_b, sp, workers)
+        d_ba = _nearest(ib, sb, box_b, ia, sa, box_a, sp, workers)
     elif method == "edt":
         from scipy import ndimage
 
@@ -152,5 +184,4 @@ def directed_distances(
         d_ba = ndimage.distance_transform_edt(~full_a, sampling=sp)[tuple((ib - origin).T)]
     else:
         raise ValueError(f"unknown method {method!r}")
-    del sa, sb
     return np.asarray(d_ab, dtype=np.float64), np.asarray(d_ba, dtype=np.float64)

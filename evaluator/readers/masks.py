@@ -41,7 +41,7 @@ class Grid:
 class Mask:
     data: NDArray[np.generic]
     grid: Grid
-    min: int
+    min: int  # a lower bound of the values (0 for unsigned types), never above the minimum
     max: int
 
 
@@ -69,17 +69,20 @@ def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_VOXEL_BYTES) -> bytes:
 
 
 def _gunzip_fast(data: bytes, max_bytes: int) -> bytes:
-    # The gzip trailer holds the uncompressed size mod 2**32: size the buffer once when plausible.
+    """One-shot inflate into a buffer of the size the gzip trailer announces (mod 2**32).
+
+    Falls back to :func:`gunzip` (streaming, bounded, multi-member) whenever that size is
+    implausible or the one-shot result does not match it.
+    """
     if len(data) >= 18 and data[:2] == b"\x1f\x8b":
         isize = struct.unpack("<I", data[-4:])[0]
         if 0 < isize <= max_bytes:
             try:
-                d = zlib.decompressobj(wbits=31)
-                raw = d.decompress(data, isize + 1)
-                if d.eof and not d.unused_data and len(raw) == isize:
-                    return raw
+                raw = zlib.decompress(data, 31, isize)
             except zlib.error:
-                pass
+                raw = b""
+            if len(raw) == isize:
+                return raw
     return gunzip(data, max_bytes=max_bytes)
 
 
@@ -214,7 +217,9 @@ def _to_labels(arr: NDArray[np.generic]) -> tuple[NDArray[np.generic], int, int]
         raise MaskDecodeError("mask is empty (zero voxels)")
     if arr.dtype == np.bool_:
         return arr.view(np.uint8), 0, int(arr.max())
-    if arr.dtype.kind in "iu":
+    if arr.dtype.kind == "u":
+        lo, hi = 0, int(arr.max())  # no pass for the minimum: unsigned values are >= 0
+    elif arr.dtype.kind == "i":
         lo, hi = int(arr.min()), int(arr.max())
     elif arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
