@@ -123,3 +123,12 @@ def submission_get_for_user(*, user: Any, submission_id: int) -> Submission:
     if own or team or user_is_organizer(user=user, challenge=submission.phase.challenge):
         return submission
     raise Http404(f"No submission {submission_id}")
+
+
+def phase_get_by_slugs(*, slug: str, phase_slug: str) -> Phase:
+    try:
+        return Phase.objects.select_related("challenge").get(
+            challenge__slug=slug, slug=phase_slug, challenge__is_published=True
+        )
+    except Phase.DoesNotExist as exc:
+        raise Http404(f"No phase '{phase_slug}' in '{slug}'") from exc

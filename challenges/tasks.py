@@ -34,10 +34,13 @@ def evaluation_run(*, evaluation_id: int) -> None:
 
 
 @scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
-def leaderboard_update(*, phase_id: int) -> None:
+def leaderboard_update(*, phase_id: int, requested_at: str | None = None) -> None:
+    """Recompute a phase's leaderboard; skipped if a later recomputation already ran."""
+    from django.utils.dateparse import parse_datetime
+
     from challenges.services.leaderboards import leaderboard_update as update
 
-    update(phase_id=phase_id)
+    update(phase_id=phase_id, requested_at=parse_datetime(requested_at) if requested_at else None)
 
 
 @scanbench_task(queue="cpu", time_limit=300, autoretry_for=TRANSIENT)

@@ -8,6 +8,11 @@ urlpatterns = [
     path("", views.ChallengeListView.as_view(), name="list"),
     path("healthz", views.healthz, name="healthz"),
     path("challenges/<slug:slug>/", views.ChallengeDetailView.as_view(), name="detail"),
+    path(
+        "challenges/<slug:slug>/<slug:phase_slug>/leaderboard/",
+        views.LeaderboardView.as_view(),
+        name="leaderboard",
+    ),
     path("api/phases/<int:phase_id>/limits/", apis.PhaseLimitsApi.as_view(), name="api-limits"),
     path(
         "api/phases/<int:phase_id>/submissions/",

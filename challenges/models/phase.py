@@ -70,6 +70,9 @@ class Phase(models.Model):
     time_limit_s = models.PositiveIntegerField(default=600)
     memory_limit_mb = models.PositiveIntegerField(default=4096)
     gpus = models.PositiveSmallIntegerField(default=0)
+    leaderboard_computed_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Start of the last leaderboard update."
+    )
 
     class Meta:
         ordering = ["challenge", "opens_at"]
@@ -90,7 +93,10 @@ class Phase(models.Model):
         return f"{self.challenge.slug}/{self.slug}"
 
     def get_absolute_url(self) -> str:
-        return reverse("challenges:detail", kwargs={"slug": self.challenge.slug}) + f"#{self.slug}"
+        return reverse(
+            "challenges:leaderboard",
+            kwargs={"slug": self.challenge.slug, "phase_slug": self.slug},
+        )
 
     @property
     def public_fraction(self) -> float:

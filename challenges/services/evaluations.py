@@ -187,7 +187,9 @@ def _after_final(evaluation_id: int, phase_id: int, *, leaderboard: bool = True)
 
     if leaderboard:
         try:
-            tasks.leaderboard_update.apply_async(kwargs={"phase_id": phase_id})
+            tasks.leaderboard_update.apply_async(
+                kwargs={"phase_id": phase_id, "requested_at": timezone.now().isoformat()}
+            )
         except Exception:
             logger.exception("could not send leaderboard_update for phase %s", phase_id)
     notify_evaluation_finished(evaluation_id=evaluation_id)

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from challenges.models import (
     EvaluationState,
@@ -81,7 +82,7 @@ def _candidates(phase: Phase, part: str) -> list[_Candidate]:
             continue
         seen.add(sub)
         if baseline:
-            entrant, name = f"baseline:{bname}", f"{bname} (baseline)"
+            entrant, name = f"baseline:{bname}", bname
         elif tid is not None:
             entrant, name = f"team:{tid}", tname
         else:
@@ -186,12 +187,26 @@ def _interval(c: _Candidate, metric: str) -> tuple[float | None, float | None]:
     return iv.get("low"), iv.get("high")
 
 
-def leaderboard_update(*, phase_id: int, reason: str = "new result") -> dict[str, int]:
-    """Recompute and store the rows of both parts of a phase's leaderboard."""
+def leaderboard_update(
+    *, phase_id: int, requested_at: datetime | None = None, reason: str = "new result"
+) -> dict[str, int] | None:
+    """Recompute and store the rows of both parts of a phase's leaderboard.
+
+    ``requested_at`` is when the update was asked for (after the new result was committed). If
+    a recomputation started after that, it already saw the result, and this one is skipped: under
+    load, many results share one recomputation. Returns None when skipped."""
     counts: dict[str, int] = {}
     with transaction.atomic():
         # One recomputation of a phase at a time; a concurrent one waits and then sees all.
         phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase_id)
+        if (
+            requested_at is not None
+            and phase.leaderboard_computed_at is not None
+            and phase.leaderboard_computed_at >= requested_at
+        ):
+            return None
+        phase.leaderboard_computed_at = timezone.now()  # before reading: sees all committed
+        phase.save(update_fields=["leaderboard_computed_at"])
         for part in PARTS:
             chosen_n = _select(phase, _candidates(phase, part))
             chosen = {e: cn[0] for e, cn in chosen_n.items()}

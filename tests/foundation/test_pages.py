@@ -4,6 +4,7 @@ the admin with the credentials `setup_demo` prints."""
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,9 @@ def page(tmp_path: Path):
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
+    # meanwhile are synchronous and safe.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -69,3 +73,26 @@ def test_admin_accepts_the_printed_organizer_credentials(demo, live_server, page
     page.wait_for_url(re.compile(r"/admin/$"))
     page.goto(live_server.url + "/admin/challenges/challenge/")
     assert page.locator("#result_list").get_by_text("breast-cancer-wdbc").is_visible()
+
+
+def test_leaderboard_page_shows_baselines_scores_and_hides_the_private_part(
+    demo, live_server, page
+):
+    from challenges.models import Evaluation, Phase
+    from challenges.services.leaderboards import leaderboard_update
+    from challenges.services.scoring import evaluation_score
+
+    phase = Phase.objects.get(challenge__slug="breast-cancer-wdbc")
+    for evaluation in Evaluation.objects.filter(submission__phase=phase):
+        evaluation_score(evaluation_id=evaluation.pk)  # what the worker does
+    leaderboard_update(phase_id=phase.pk)
+    page.goto(live_server.url + phase.get_absolute_url())
+    table = page.locator("#leaderboard")
+    assert table.locator("tbody tr").count() == 7
+    assert table.locator("tr.baseline").count() == 7
+    always_negative = table.locator("tr", has_text="Always negative")
+    cells = always_negative.locator("td").all_inner_texts()
+    assert cells[0] == "7"  # last: it finds no malignant case
+    assert "0.5000" in cells[4]  # AUC of a constant score
+    page.get_by_role("link", name=re.compile("Private part")).click()
+    assert "revealed when the phase closes" in page.locator("#hidden").inner_text()

@@ -124,9 +124,9 @@ def test_best_submission_per_entrant_ties_share_rank_and_baselines_are_marked(tm
     rows = {r.display_name: r for r in LeaderboardEntry.objects.filter(phase=phase, part="public")}
     assert rows["alice"].rank == rows["bob"].rank == 1  # same predictions: a tie, rank 1, 1
     assert rows["alice"].n_submissions == 2
-    assert rows["always 0.5 (baseline)"].is_baseline
-    assert rows["always 0.5 (baseline)"].rank == 3
-    assert rows["always 0.5 (baseline)"].score == 0.5
+    assert rows["always 0.5"].is_baseline
+    assert rows["always 0.5"].rank == 3
+    assert rows["always 0.5"].score == 0.5
 
 
 @pytest.mark.django_db

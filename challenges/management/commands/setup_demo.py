@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from challenges.services.baselines import baselines_add
 from challenges.services.bundles import challenge_import_bundle
 
 ROOT = Path(settings.BASE_DIR)
@@ -43,7 +44,11 @@ class Command(BaseCommand):
             ROOT / "examples" / "bundles" / "synthetic-lesions",
             out / "breast-cancer-wdbc",
         ):
-            self.stdout.write(str(challenge_import_bundle(path=bundle, organizer=user)))
+            report = challenge_import_bundle(path=bundle, organizer=user)
+            self.stdout.write(str(report))
+            for phase in report.challenge.phases.all():
+                added = baselines_add(phase=phase, user=user)
+                self.stdout.write(f"  {len(added)} baseline(s) queued for scoring in {phase}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Organizer account: username '{username}', password '{password}' "
