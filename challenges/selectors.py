@@ -105,7 +105,7 @@ def leaderboard_for_phase(
 def submission_list_for_user(*, user: Any, phase: Phase) -> QuerySet[Submission]:
     return (
         Submission.objects.filter(phase=phase, participant=user)
-        .prefetch_related("evaluations")
+        .prefetch_related("evaluations__results")
         .order_by("-created_at")
     )
 

@@ -13,6 +13,12 @@ urlpatterns = [
         views.LeaderboardView.as_view(),
         name="leaderboard",
     ),
+    path(
+        "challenges/<slug:slug>/<slug:phase_slug>/submit/",
+        views.SubmitView.as_view(),
+        name="submit",
+    ),
+    path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     path("api/phases/<int:phase_id>/limits/", apis.PhaseLimitsApi.as_view(), name="api-limits"),
     path(
         "api/phases/<int:phase_id>/submissions/",

@@ -2,7 +2,15 @@
 
 from typing import Any
 
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.paginator import Paginator
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views import View
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.generic import TemplateView
@@ -15,7 +23,9 @@ from challenges.selectors import (
     leaderboard_for_phase,
     phase_get_by_slugs,
     private_leaderboard_visible,
+    submission_list_for_user,
 )
+from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -68,3 +78,73 @@ class LeaderboardView(TemplateView):
             return {**context, "hidden": str(exc), "page": None}
         page = Paginator(rows, 50).get_page(self.request.GET.get("page"))
         return {**context, "page": page, "metrics": phase.metrics}
+
+
+class SignupView(View):
+    template_name = "registration/signup.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        from django.shortcuts import render
+
+        return render(request, self.template_name, {"form": UserCreationForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from django.shortcuts import render
+
+        form = UserCreationForm(request.POST)
+        if not form.is_valid():
+            return render(request, self.template_name, {"form": form}, status=400)
+        user = form.save()
+        login(request, user)
+        return redirect(request.GET.get("next") or reverse("challenges:list"))
+
+
+class SubmitView(LoginRequiredMixin, TemplateView):
+    """Upload page: the limits before submitting, the participant's submissions and their
+    states (the page refreshes itself while one is still being evaluated)."""
+
+    template_name = "challenges/submit.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        phase = phase_get_by_slugs(slug=kwargs["slug"], phase_slug=kwargs["phase_slug"])
+        submissions = list(submission_list_for_user(user=self.request.user, phase=phase)[:50])
+        rows = []
+        pending = False
+        for sub in submissions:
+            latest = max(sub.evaluations.all(), key=lambda e: e.attempt, default=None)
+            pending = pending or (latest is not None and latest.state in ACTIVE_OR_QUEUED)
+            public = None
+            if latest is not None and latest.state == "succeeded":
+                public = next((r for r in latest.results.all() if r.part == "public"), None)
+            rows.append({"submission": sub, "evaluation": latest, "public": public})
+        return {
+            **super().get_context_data(**kwargs),
+            "phase": phase,
+            "challenge": phase.challenge,
+            "limits": limits_for(user=self.request.user, phase=phase),  # type: ignore[arg-type]
+            "rows": rows,
+            "pending": pending,
+            "is_open": phase.is_open(),
+        }
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        phase = phase_get_by_slugs(slug=kwargs["slug"], phase_slug=kwargs["phase_slug"])
+        upload = request.FILES.get("file")
+        if upload is None:
+            messages.error(request, "Choose a file to submit.")
+            return self.render_to_response(self.get_context_data(**kwargs), status=400)
+        try:
+            submission_create(
+                user=request.user,  # type: ignore[arg-type]
+                phase=phase,
+                file=upload,
+                comment=request.POST.get("comment", ""),
+            )
+        except SubmissionRefused as exc:
+            messages.error(request, str(exc))
+            return self.render_to_response(self.get_context_data(**kwargs), status=exc.status)
+        messages.success(request, "Submitted. Its evaluation has been queued.")
+        return HttpResponseRedirect(request.path)
+
+
+ACTIVE_OR_QUEUED = ("queued", "running", "scoring")
