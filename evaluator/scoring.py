@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,7 +63,8 @@ class ScoreOptions:
     ``labels`` declares the segmentation labels (default: every label found in the scored
     reference masks; declare them when scoring a subset so that the label set cannot depend on
     it). ``on_missing="worst"`` scores a missing case with the worst value of every metric
-    instead of rejecting the submission.
+    instead of rejecting the submission. ``workers`` > 1 scores cases in that many threads
+    (default 1: on the 2-core benchmark machine threads were slower, see docs/evaluator.md).
     """
 
     threshold: float = 0.5
@@ -312,7 +312,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
             raise InvalidReference("no reference masks found", file=refs.display)
         missing = set(_check_ids(refs.files, preds.files, preds.display, options.on_missing))
         scored = _scored_ids(list(refs.files), options.case_ids)
-        workers = options.workers or min(4, os.cpu_count() or 1)
+        workers = max(1, options.workers or 1)
 
         def run(cid: str) -> _CaseResult:
             pf = None if cid in missing else preds.files[cid]

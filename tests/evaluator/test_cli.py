@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
-
-import pytest
 
 from evaluator.synthetic import write_classification, write_segmentation
 
@@ -103,15 +102,25 @@ def test_usage_error_exit_2():
     assert p.returncode == 2
 
 
-def test_predict_without_sandbox_cli_is_a_clear_error():
-    try:
-        import evaluator.sandbox.cli  # noqa: F401
-    except ImportError:
-        p = run("predict", "--submission", "x")
-        assert p.returncode == 2
-        assert "sandbox runner" in p.stderr
-    else:
-        pytest.skip("the sandbox CLI is installed; its own tests cover predict")
+def test_predict_without_sandbox_cli_is_a_clear_error(monkeypatch, capsys):
+    from evaluator import cli
+
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    assert cli.main(["predict", "--submission", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sandbox runner (evaluator.sandbox.cli)" in err
+
+
+def test_predict_is_handed_to_the_sandbox_cli(monkeypatch):
+    from evaluator import cli
+
+    calls = []
+    fake = types.ModuleType("evaluator.sandbox.cli")
+    fake.predict_main = lambda argv: calls.append(argv) or 7
+    monkeypatch.setitem(sys.modules, "evaluator.sandbox.cli", fake)
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object())
+    assert cli.main(["predict", "--submission", "x", "--inputs", "in"]) == 7
+    assert calls == [["--submission", "x", "--inputs", "in"]]
 
 
 def test_rank_from_metrics_files(tmp_path):
