@@ -246,3 +246,23 @@ def test_translating_both_masks_changes_nothing(pair, dy, dx):
     a = metrics_of(big_r, big_p, spacing=(0.7, 1.9))
     b = metrics_of(moved_r, moved_p, spacing=(0.7, 1.9))
     assert a == pytest.approx(b, nan_ok=True)
+
+
+@pytest.mark.parametrize("ball", [1, 5, 40])
+def test_offset_ball_and_tree_fallback_agree_with_brute_force(monkeypatch, ball):
+    """Small offset balls push most points to the k-d tree fallback; the result must not move."""
+    import evaluator.metrics.surface as surface_module
+
+    monkeypatch.setattr(surface_module, "BALL_OFFSETS", ball)
+    monkeypatch.setattr(surface_module, "OFFSET_BLOCK", 3)
+    rng = np.random.default_rng(ball)
+    for shape, spacing in (((15, 19), (0.6, 1.7)), ((8, 11, 9), (1.2, 0.9, 2.1))):
+        ref, pred = random_blob_pair(rng, shape)
+        if not ref.any() or not pred.any():
+            continue
+        d_pr, d_rp = directed_distances(pred, ref, spacing, method="kdtree")
+        bf = brute_force(ref, pred, spacing)
+        assert max(d_pr.max(), d_rp.max()) == pytest.approx(bf["hd"], abs=1e-9)
+        assert (d_pr.sum() + d_rp.sum()) / (d_pr.size + d_rp.size) == pytest.approx(
+            bf["assd"], abs=1e-9
+        )
