@@ -73,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score missing cases with the worst value instead of rejecting the predictions",
     )
-    s.add_argument("--workers", type=int, help="threads over cases for segmentation (default 1)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="threads over cases for segmentation (default: CPU count, at most 4)",
+    )
 
     r = sub.add_parser("rank", help="rank entries from their metrics.json files")
     r.add_argument("results", nargs="+", help="metrics.json files, optionally as NAME=PATH")

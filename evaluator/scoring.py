@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,8 +64,8 @@ class ScoreOptions:
     ``labels`` declares the segmentation labels (default: every label found in the scored
     reference masks; declare them when scoring a subset so that the label set cannot depend on
     it). ``on_missing="worst"`` scores a missing case with the worst value of every metric
-    instead of rejecting the submission. ``workers`` > 1 scores cases in that many threads
-    (default 1: on the 2-core benchmark machine threads were slower, see docs/evaluator.md).
+    instead of rejecting the submission. ``workers`` is the number of threads scoring cases
+    (default: the CPU count, at most 4).
     """
 
     threshold: float = 0.5
@@ -283,7 +284,7 @@ def _score_case(
             case=case_id,
         )
     top = max(ref.max, pred.max)
-    labels = list(range(1, top + 1))
+    labels = _labels_to_count(ref, pred, top, pred_file.display, case_id)
     per_label, counts = case_metrics_and_counts(
         ref.data,
         pred.data,
@@ -299,6 +300,31 @@ def _score_case(
     return _CaseResult(case_id, per_label, ref_labels, pred_labels, diagonal, pred_file.display)
 
 
+#: above this many candidate labels, count only the labels actually present (one bincount)
+_DENSE_LABELS = 32
+MAX_LABEL = 65535
+
+
+def _labels_to_count(ref: Mask, pred: Mask, top: int, display: str, case_id: str) -> list[int]:
+    """The labels to score in one case: 1..max, or only those present when the maximum is large
+    (so that a stray huge label value cannot make scoring loop over thousands of labels)."""
+    if pred.max > MAX_LABEL:
+        raise InvalidSubmission(
+            f"label {pred.max} is too large (labels above {MAX_LABEL} are not supported)",
+            file=display,
+            case=case_id,
+        )
+    if ref.max > MAX_LABEL:
+        raise InvalidReference(f"label {ref.max} is too large", case=case_id)
+    if top <= _DENSE_LABELS:
+        return list(range(1, top + 1))
+    present: set[int] = set()
+    for mask in (ref, pred):
+        counts = np.bincount(np.asarray(mask.data).ravel(order="K").astype(np.intp, copy=False))
+        present.update(int(v) for v in np.flatnonzero(counts) if v != 0)
+    return sorted(present)
+
+
 def _score_segmentation(reference: Path, predictions: Path, options: ScoreOptions) -> ScoreReport:
     metric_names = list(options.metrics or SEGMENTATION_METRIC_NAMES)
     for m in metric_names:
@@ -312,7 +338,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
             raise InvalidReference("no reference masks found", file=refs.display)
         missing = set(_check_ids(refs.files, preds.files, preds.display, options.on_missing))
         scored = _scored_ids(list(refs.files), options.case_ids)
-        workers = max(1, options.workers or 1)
+        workers = max(1, options.workers or min(4, os.cpu_count() or 1))
 
         def run(cid: str) -> _CaseResult:
             pf = None if cid in missing else preds.files[cid]

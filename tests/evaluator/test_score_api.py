@@ -203,3 +203,18 @@ def test_classification_zip_with_one_csv(tmp_path):
     a = score("classification", ref, pred, options=FAST)
     b = score("classification", ref, tmp_path / "sub.zip", options=FAST)
     assert a.aggregates == b.aggregates
+
+
+def test_sparse_large_labels_are_counted_without_looping_over_all_values(tmp_path):
+    import nibabel as nib
+
+    ref_arr = cube().astype(np.uint16) * 1000
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    nib.save(nib.Nifti1Image(ref_arr, np.eye(4)), tmp_path / "ref" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(ref_arr, np.eye(4)), tmp_path / "pred" / "a.nii.gz")
+    r = score(
+        "segmentation", tmp_path / "ref", tmp_path / "pred", options=ScoreOptions(bootstrap=0)
+    )
+    assert r.meta["labels"] == [1000]
+    assert r.cases["a"]["dice"] == 1.0
