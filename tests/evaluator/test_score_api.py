@@ -218,3 +218,16 @@ def test_sparse_large_labels_are_counted_without_looping_over_all_values(tmp_pat
     )
     assert r.meta["labels"] == [1000]
     assert r.cases["a"]["dice"] == 1.0
+
+
+def test_classification_row_order_does_not_matter(tmp_path):
+    ref, pred = write_classification(tmp_path, n_cases=50, seed=9)
+    header, *rows = pred.read_text().splitlines()
+    rng = np.random.default_rng(0)
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("\n".join([header, *(rows[i] for i in rng.permutation(len(rows)))]) + "\n")
+    a = score("classification", ref, pred, options=FAST)
+    b = score("classification", ref, shuffled, options=FAST)
+    assert a.aggregates == b.aggregates
+    assert a.cases == b.cases
+    assert a.meta["intervals"] == b.meta["intervals"]
