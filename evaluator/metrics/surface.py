@@ -183,7 +183,10 @@ def _nearest(
         from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
 
         tree = cKDTree(iq * spacing, leafsize=16, balanced_tree=False, compact_nodes=False)
-        out[rest] = tree.query(ip[rest] * spacing, k=1, workers=workers)[0]
+        n_rest = int(rest.sum())
+        # starting query threads costs more than it saves for a few thousand points
+        threads = workers if n_rest > 20_000 else 1
+        out[rest] = tree.query(ip[rest] * spacing, k=1, workers=threads)[0]
     return out
 
 
