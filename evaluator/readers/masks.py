@@ -256,5 +256,7 @@ def decode_mask(
         raise MaskDecodeError(f"unsupported extension {extension}")
     if arr.ndim not in (2, 3):
         raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {tuple(arr.shape)}")
+    if grid.spacing is not None and not all(math.isfinite(x) and x > 0 for x in grid.spacing):
+        raise MaskDecodeError(f"invalid voxel spacing {grid.spacing} in the header")
     data, lo, hi = _to_labels(arr)
     return Mask(data, grid, lo, hi)

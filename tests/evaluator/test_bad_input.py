@@ -291,3 +291,11 @@ def test_zip_of_masks_in_a_subfolder_is_fine(tmp_path, ref_dir):
     )
     report = score("segmentation", ref_dir, zp, options=ScoreOptions(bootstrap=0))
     assert report.aggregates["dice"] == 1.0
+
+
+def test_zero_spacing_in_a_header_is_refused(tmp_path, ref_dir, write_masks):
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    np.savez(pred / "p2.npz", mask=cube(), spacing=np.array([1.0, 0.0, 1.0]))
+    assert "case p2: cannot read the mask: invalid voxel spacing (1.0, 0.0, 1.0)" in seg_error(
+        tmp_path, pred, ref_dir
+    )
