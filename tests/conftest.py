@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from evaluator.sandbox import build_evaluator_image, evaluator_image_tag, evaluator_rootfs
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +113,39 @@ def start_worker(
         if w.proc.poll() is None:
             w.kill(signal.SIGTERM)
     broker.flushdb()
+
+
+# --- Docker and the evaluator image (shared by the sandbox and pipeline suites) -------------
+
+
+def _docker_client():  # type: ignore[no-untyped-def]
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine answers ({exc}); CI starts one, see docs/sandbox.md")
+    return client
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    return _docker_client()
+
+
+@pytest.fixture(scope="session")
+def evaluator_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    """The evaluator base image, built by platform/evaluator-image/build.sh if it is missing."""
+    import docker.errors
+
+    tag = evaluator_image_tag()
+    try:
+        docker_client.images.get(tag)
+        if (evaluator_rootfs() / ".scanbench-recipe").is_file():
+            return tag
+    except docker.errors.ImageNotFound:
+        pass
+    if os.geteuid() != 0:
+        pytest.skip(f"{tag} is missing and building it needs root (debootstrap)")
+    return build_evaluator_image(python=sys.executable)

@@ -248,7 +248,9 @@ def evaluations_reap(*, now: Any = None) -> dict[str, int]:
     for ev in active:
         limit = ev.submission.phase.time_limit_s if ev.state == EvaluationState.RUNNING else 0
         deadline = timedelta(seconds=limit + settings.SCANBENCH_STUCK_GRACE_S)
-        since = max(t for t in (ev.started_at, ev.enqueued_at, ev.queued_at) if t is not None)
+        # The current delivery began at started_at, or the reaper re-sent it at enqueued_at.
+        marks = [t for t in (ev.started_at, ev.enqueued_at) if t is not None]
+        since = max(marks) if marks else ev.queued_at
         if since > now - deadline:
             continue
         with transaction.atomic():

@@ -21,45 +21,10 @@ from evaluator.sandbox import (
     BubblewrapBackend,
     DockerBackend,
     build_evaluator_image,
-    evaluator_image_tag,
-    evaluator_rootfs,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "LABEL-SECRET-7f3a9c"  # written into the hidden labels; must never be seen inside
-
-
-def _docker_client():  # type: ignore[no-untyped-def]
-    import docker
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no Docker engine answers ({exc}); CI starts one, see docs/sandbox.md")
-    return client
-
-
-@pytest.fixture(scope="session")
-def docker_client():  # type: ignore[no-untyped-def]
-    return _docker_client()
-
-
-@pytest.fixture(scope="session")
-def evaluator_image(docker_client) -> str:  # type: ignore[no-untyped-def]
-    """The evaluator base image, built by platform/evaluator-image/build.sh if it is missing."""
-    import docker.errors
-
-    tag = evaluator_image_tag()
-    try:
-        docker_client.images.get(tag)
-        if (evaluator_rootfs() / ".scanbench-recipe").is_file():
-            return tag
-    except docker.errors.ImageNotFound:
-        pass
-    if os.geteuid() != 0:
-        pytest.skip(f"{tag} is missing and building it needs root (debootstrap)")
-    return build_evaluator_image(python=sys.executable)
 
 
 @pytest.fixture(scope="session")
