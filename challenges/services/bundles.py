@@ -42,7 +42,7 @@ from challenges.models import (
     TaskType,
 )
 from challenges.models.phase import EntrySelection
-from challenges.services.archive import UnsafeArchive, safe_extract
+from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, safe_extract
 
 MANIFEST = "challenge.yaml"
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".npy", ".npz")
@@ -86,10 +86,14 @@ def _opened_bundle(path: Path) -> Iterator[Path]:
     if not zipfile.is_zipfile(path):
         raise BundleError(f"{path}: neither a folder nor a zip archive")
     with tempfile.TemporaryDirectory(prefix="scanbench-bundle-") as tmp:
+        limits = ZipLimits(
+            max_member_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
+            max_total_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
+        )
         try:
-            safe_extract(path, Path(tmp), max_total_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES)
-        except UnsafeArchive as exc:
-            raise BundleError(str(exc)) from exc
+            safe_extract(path, Path(tmp), limits=limits)
+        except UnsafeArchiveError as exc:
+            raise BundleError(f"{path.name}: {exc}") from exc
         root = Path(tmp)
         if not (root / MANIFEST).exists():
             # Accept a zip that wraps everything in one top-level folder.
