@@ -117,14 +117,49 @@ def _listing(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
 
 
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    """Identity of a file's content for the in-process caches: path, size and mtime (ns)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns) if path.is_file() else None
+
+
+# Small in-process caches, keyed by (path, size, mtime): a worker scores the public and the
+# private part of one submission, and many submissions against one reference, so the same files
+# are hashed and parsed again and again. Parsed tables are treated as read-only.
+_CACHE_SIZE = 8
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_table_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
+
+
 def _sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted ``relative path, file sha256`` manifest."""
-    if path.is_file():
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+    key = _file_key(path)
+    if key is not None and key in _sha_cache:
+        return _sha_cache[key]
+    if key is not None:
+        return str(_remember(_sha_cache, key, _sha256_file(path)))
+    return _sha256_tree(path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_tree(path: Path) -> str:
     manifest = hashlib.sha256()
     for p in sorted(path.rglob("*")):
         if p.is_file() and not p.is_symlink():
@@ -493,10 +528,22 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             raise ValueError(f"unknown classification metric {m!r}")
     from evaluator.readers.tables import read_predictions_csv, read_reference_csv  # pandas
 
-    ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
-    ref = read_reference_csv(ref_raw, ref_display)
-    pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)
-    pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)
+    ref_key = ("reference", _file_key(reference), options.limits)
+    if ref_key[1] is not None and ref_key in _table_cache:
+        ref, ref_display = _table_cache[ref_key]
+    else:
+        ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
+        ref = read_reference_csv(ref_raw, ref_display)
+        if ref_key[1] is not None:
+            _remember(_table_cache, ref_key, (ref, ref_display))
+    pred_key = ("predictions", _file_key(predictions), options.limits, tuple(ref.classes))
+    if pred_key[1] is not None and pred_key in _table_cache:
+        pred, pred_display = _table_cache[pred_key]
+    else:
+        pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)
+        pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)
+        if pred_key[1] is not None:
+            _remember(_table_cache, pred_key, (pred, pred_display))
 
     missing = set(_check_ids(ref.case_ids, pred.case_ids, pred_display, options.on_missing))
     scored = _scored_ids(ref.case_ids, options.case_ids)
