@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DB = "scanbench_bench"
 PORT = 8765
+TOKENS: dict[str, str] = {}
 VAR = Path(tempfile.mkdtemp(prefix="scanbench-bench-"))
 ENV = {
     **os.environ,
@@ -133,6 +134,10 @@ def make_phase(n_cases: int):
     from django.contrib.auth.hashers import make_password
 
     User.objects.filter(username__startswith="u").update(password=make_password("pw"))
+    from rest_framework.authtoken.models import Token
+
+    for u in User.objects.filter(username__startswith="u"):
+        TOKENS[u.username] = Token.objects.create(user=u).key
     return phase, preds
 
 
@@ -142,7 +147,7 @@ def upload(phase_id: int, user: str, body: bytes) -> int:
     r = requests.post(
         f"http://127.0.0.1:{PORT}/api/phases/{phase_id}/submissions/",
         files={"file": ("p.csv", body)},
-        auth=(user, "pw"),
+        headers={"Authorization": f"Token {TOKENS[user]}"},
         timeout=120,
     )
     r.raise_for_status()
@@ -175,6 +180,7 @@ def measure_throughput(phase, body: bytes, n: int, offset: int) -> float:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
         ids = list(pool.map(lambda i: upload(phase.pk, f"u{offset + i}", body), range(n)))
+    print(f"  ({n} uploads accepted in {time.perf_counter() - t0:.1f} s)")
     while Evaluation.objects.filter(submission_id__in=ids, state="succeeded").count() < n:
         time.sleep(0.05)
     return n / (time.perf_counter() - t0)

@@ -62,6 +62,7 @@ class Case(models.Model):
     label_file = models.CharField(
         max_length=500, blank=True, help_text="Mask path (segmentation); private for test cases."
     )
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         ordering = ["case_id"]
