@@ -1,6 +1,8 @@
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from challenges.models import (
     Case,
@@ -14,6 +16,7 @@ from challenges.models import (
     TeamMembership,
     WorkerHeartbeat,
 )
+from challenges.services.evaluations import phase_reevaluate, submission_reevaluate
 
 
 class PhaseInline(admin.TabularInline[Phase, Any]):
@@ -32,8 +35,30 @@ class ChallengeAdmin(admin.ModelAdmin[Challenge]):
     inlines = [PhaseInline]
 
 
+@admin.action(description="Re-evaluate every submission of the selected phases")
+def reevaluate_phases(
+    modeladmin: admin.ModelAdmin[Phase], request: HttpRequest, queryset: QuerySet[Phase]
+) -> None:
+    n = sum(phase_reevaluate(phase=phase) for phase in queryset)
+    modeladmin.message_user(request, f"{n} submission(s) queued again.", messages.SUCCESS)
+
+
+@admin.action(description="Re-evaluate the selected submissions")
+def reevaluate_submissions(
+    modeladmin: admin.ModelAdmin[Submission],
+    request: HttpRequest,
+    queryset: QuerySet[Submission],
+) -> None:
+    for submission in queryset:
+        submission_reevaluate(submission=submission)
+    modeladmin.message_user(
+        request, f"{queryset.count()} submission(s) queued again.", messages.SUCCESS
+    )
+
+
 @admin.register(Phase)
 class PhaseAdmin(admin.ModelAdmin[Phase]):
+    actions = [reevaluate_phases]
     list_display = [
         "__str__", "submission_kind", "opens_at", "closes_at", "primary_metric",
         "daily_limit", "total_limit",
@@ -82,6 +107,7 @@ class SubmissionAdmin(admin.ModelAdmin[Submission]):
     search_fields = ["participant__username", "sha256"]
     readonly_fields = ["sha256", "created_at"]
     inlines = [EvaluationInline]
+    actions = [reevaluate_submissions]
 
 
 @admin.register(Evaluation)

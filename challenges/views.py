@@ -90,7 +90,7 @@ class SignupView(View):
     def post(self, request: HttpRequest) -> HttpResponse:
         from django.shortcuts import render
 
-        form = UserCreationForm(request.POST)
+        form: UserCreationForm[Any] = UserCreationForm(request.POST)
         if not form.is_valid():
             return render(request, self.template_name, {"form": form}, status=400)
         user = form.save()
