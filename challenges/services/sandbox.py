@@ -22,6 +22,7 @@ from challenges.services.evaluations import (
 )
 from evaluator import InvalidSubmission
 from evaluator.sandbox import (
+    DockerBackend,
     InputSpec,
     InvalidImageTarball,
     Limits,
@@ -83,6 +84,11 @@ def evaluation_run(*, evaluation_id: int) -> None:
             platform_fault=True,
         )
         return
+    owner = f"evaluation-{evaluation.pk}"
+    if evaluation.deliveries > 1 and isinstance(backend, DockerBackend):
+        # An earlier delivery died with its worker: remove its container and output volume.
+        removed = backend.remove_leftovers(owner=owner)
+        logger.info("removed %d leftover(s) of %s", removed, owner)
     image_id: str | None = None
     try:
         inputs = test_inputs_dir(phase=phase)
@@ -94,6 +100,7 @@ def evaluation_run(*, evaluation_id: int) -> None:
                 input_spec=InputSpec.from_dict(phase.input_spec),
                 limits=_limits(phase),
                 backend=backend,
+                label=owner,
             )
         else:
             import docker
@@ -101,7 +108,13 @@ def evaluation_run(*, evaluation_id: int) -> None:
             client = docker.from_env()
             image_id = load_image_tarball(Path(submission.file.path), client)
             result = backend.run(
-                RunSpec(input_dir=inputs, output_dir=out, image=image_id, limits=_limits(phase))
+                RunSpec(
+                    input_dir=inputs,
+                    output_dir=out,
+                    image=image_id,
+                    limits=_limits(phase),
+                    label=owner,
+                )
             )
     except (InvalidSubmission, InvalidImageTarball) as exc:
         evaluation_fail(evaluation_id=evaluation_id, message=f"Invalid submission: {exc}")

@@ -51,6 +51,9 @@ from .spec import RunResult, RunSpec, RunStatus
 __all__ = ["DockerBackend"]
 
 _LABEL = "org.scanbench.sandbox"
+# Who a run belongs to (RunSpec.label, e.g. "evaluation-42"), so a later delivery of the same
+# work can remove what a crashed worker left of it without touching other workers' runs.
+_OWNER = "org.scanbench.owner"
 SANDBOX_TMP = "/tmp"  # noqa: S108 -- the path inside the container, a private tmpfs
 
 
@@ -113,13 +116,15 @@ class DockerBackend(SandboxBackend):
     def can_run_images(self) -> bool:
         return True
 
-    def remove_leftovers(self) -> int:
+    def remove_leftovers(self, owner: str | None = None) -> int:
         """Remove sandbox containers and volumes a crashed worker left behind; returns how many.
 
-        Call at worker start-up (concurrency 1), never while this engine runs a submission.
+        With ``owner`` (a RunSpec label such as ``evaluation-42``), only that work's leftovers:
+        safe while other runs are going on. Without it, everything of the sandbox's: call that
+        only at start-up of the only worker using this engine.
         """
         removed = 0
-        label = {"label": _LABEL}
+        label = {"label": f"{_OWNER}={owner}" if owner is not None else _LABEL}
         for container in self.client.containers.list(all=True, filters=label):
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
@@ -200,7 +205,7 @@ class DockerBackend(SandboxBackend):
                     "o": f"size={limits.output_bytes},uid={SANDBOX_UID},gid={SANDBOX_GID},"
                     "mode=0755,nosuid,nodev,noexec",
                 },
-                labels={_LABEL: run_id},
+                labels={_LABEL: run_id, _OWNER: spec.label},
             )
             # no_copy: Docker must not copy the image's /output (owner root) into the volume.
             output_mount = Mount(target="/output", source=volume.name, type="volume", no_copy=True)
@@ -217,7 +222,7 @@ class DockerBackend(SandboxBackend):
                         no_copy=True,
                     )
                 ],
-                labels={_LABEL: run_id},
+                labels={_LABEL: run_id, _OWNER: spec.label},
                 nano_cpus=100_000_000,
                 **_hardening(32 * 1024 * 1024, 8),
             )
@@ -232,7 +237,7 @@ class DockerBackend(SandboxBackend):
                 nano_cpus=int(limits.cpus * 1e9),
                 environment={"HOME": SANDBOX_TMP, **spec.environment},
                 working_dir=SANDBOX_TMP if spec.image is None else None,
-                labels={_LABEL: run_id},
+                labels={_LABEL: run_id, _OWNER: spec.label},
                 device_requests=device_requests,
                 **kwargs,
             )

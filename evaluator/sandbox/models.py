@@ -77,6 +77,7 @@ def run_model_submission(
     limits: Limits,
     backend: SandboxBackend,
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    label: str | None = None,
 ) -> RunResult:
     """Run ``model_path`` on every case of ``input_dir``; validated predictions in ``output_dir``.
 
@@ -126,7 +127,7 @@ def run_model_submission(
             mounts=(Mount(source=staging, target=_MOUNT),),
             limits=limits,
             output_policy=_policy(input_spec),
-            label=f"model:{model_format.value}",
+            label=label or f"model:{model_format.value}",
         )
         return backend.run(spec)
     finally:

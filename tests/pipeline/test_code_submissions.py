@@ -138,3 +138,10 @@ def test_worker_killed_during_the_sandbox_run_is_taken_up_and_ends_once(
     assert evaluation.deliveries >= 2  # a restored broker message may add a harmless one
     assert Result.objects.filter(evaluation=evaluation).count() == 2
     assert Evaluation.objects.filter(submission=submission).count() == 1
+    # What the killed worker's run left in the engine was removed by the next delivery.
+    import docker
+
+    owned = {"label": f"org.scanbench.owner=evaluation-{evaluation.pk}"}
+    client = docker.from_env()
+    assert client.containers.list(all=True, filters=owned) == []
+    assert client.volumes.list(filters=owned) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -152,3 +153,67 @@ def test_reevaluation_keeps_history_and_yields_one_entry(tmp_path):
     assert old != new and row.score == new
     history = LeaderboardSnapshot.objects.filter(phase=phase, part="public").order_by("created_at")
     assert [h.rows[0]["score"] for h in history] == [old, new]
+
+
+@pytest.mark.django_db
+def test_participant_is_emailed_when_the_evaluation_ends(
+    tmp_path, mailoutbox, django_capture_on_commit_callbacks
+):
+    phase, preds = classification_phase(tmp_path)
+    user = UserFactory(email="researcher@example.org")
+    with django_capture_on_commit_callbacks(execute=True):
+        submission = _scored(phase, preds, user)
+    assert len(mailoutbox) == 1
+    mail = mailoutbox[0]
+    assert mail.to == ["researcher@example.org"]
+    assert f"submission #{submission.pk} succeeded" in mail.subject
+    assert phase.get_absolute_url() in mail.body
+
+
+@pytest.mark.django_db
+def test_ladder_moves_the_shown_score_only_for_a_real_improvement(tmp_path):
+    import csv
+
+    import numpy as np
+
+    phase, preds = classification_phase(tmp_path, n_cases=400)
+    phase.use_ladder = True
+    phase.metrics = ["brier", "auc_roc"]
+    phase.primary_metric = "brier"  # a mean over cases, so paired differences exist
+    phase.primary_direction = "lower"
+    phase.save()
+    with (tmp_path / "cls" / "reference.csv").open() as fh:
+        labels = {r["case_id"]: float(r["label"]) for r in csv.DictReader(fh)}
+    with preds.open() as fh:
+        scores = {r["case_id"]: float(r["score"]) for r in csv.DictReader(fh)}
+
+    def write(name: str, values: dict[str, float]) -> Path:
+        path = tmp_path / name
+        path.write_text("case_id,score\n" + "".join(f"{c},{v:.6f}\n" for c, v in values.items()))
+        return path
+
+    # A hair better on average: one public case much better, another almost as much worse.
+    a, b = phase.dataset.cases.filter(leaderboard_part="public").values_list("case_id", flat=True)[
+        :2
+    ]
+    noise = dict(scores)
+    noise[a] = scores[a] + 0.2 * (labels[a] - scores[a])
+    gain = (scores[a] - labels[a]) ** 2 - (noise[a] - labels[a]) ** 2
+    direction = 1.0 if scores[b] >= labels[b] else -1.0
+    noise[b] = labels[b] + direction * np.sqrt(gain * 0.9 + (scores[b] - labels[b]) ** 2)
+    perfect = {c: 0.9 * labels[c] + 0.05 for c in scores}
+    user = UserFactory()
+    first = _scored(phase, preds, user)
+    second = _scored(phase, write("noise.csv", noise), user)
+    leaderboard_update(phase_id=phase.pk)
+
+    def public_brier(sub):
+        return sub.evaluations.get().results.get(part="public").aggregates["brier"]
+
+    assert public_brier(second) < public_brier(first)  # "best" alone would pick the noise
+    row = LeaderboardEntry.objects.get(phase=phase, part="public")
+    assert row.submission_id == first.pk  # the Ladder does not move for noise
+    third = _scored(phase, write("perfect.csv", perfect), user)
+    leaderboard_update(phase_id=phase.pk)
+    row = LeaderboardEntry.objects.get(phase=phase, part="public")
+    assert row.submission_id == third.pk and row.n_submissions == 3
