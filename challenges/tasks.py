@@ -34,6 +34,14 @@ def evaluation_run(*, evaluation_id: int) -> None:
 
 
 @scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
+def leaderboard_apply_result(*, evaluation_id: int) -> None:
+    """Bring a leaderboard up to date with one new result (its entrant's row, then ranks)."""
+    from challenges.services.leaderboards import leaderboard_apply_result as apply
+
+    apply(evaluation_id=evaluation_id)
+
+
+@scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
 def leaderboard_update(*, phase_id: int, requested_at: str | None = None) -> None:
     """Recompute a phase's leaderboard; skipped if a later recomputation already ran."""
     from django.utils.dateparse import parse_datetime

@@ -187,11 +187,9 @@ def _after_final(evaluation_id: int, phase_id: int, *, leaderboard: bool = True)
 
     if leaderboard:
         try:
-            tasks.leaderboard_update.apply_async(
-                kwargs={"phase_id": phase_id, "requested_at": timezone.now().isoformat()}
-            )
+            tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
         except Exception:
-            logger.exception("could not send leaderboard_update for phase %s", phase_id)
+            logger.exception("could not send the leaderboard update for phase %s", phase_id)
     notify_evaluation_finished(evaluation_id=evaluation_id)
 
 

@@ -17,14 +17,17 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from challenges.models import (
+    Evaluation,
     EvaluationState,
     LeaderboardEntry,
     LeaderboardSnapshot,
     Phase,
     Result,
+    Submission,
 )
 from challenges.models.phase import Direction, EntrySelection, RankingScheme
 from evaluator import ranking
@@ -57,14 +60,16 @@ class _Candidate:
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _candidates(phase: Phase, part: str) -> list[_Candidate]:
-    """The newest successful attempt of every submission, aggregates only (no per-case data)."""
+def _candidates(phase: Phase, part: str, only: Q | None = None) -> list[_Candidate]:
+    """The newest successful attempt of every submission (of one entrant, with ``only``),
+    aggregates only (no per-case data)."""
     rows = (
         Result.objects.filter(
             part=part,
             evaluation__state=EvaluationState.SUCCEEDED,
             evaluation__submission__phase=phase,
         )
+        .filter(only or Q())
         .order_by("evaluation__submission_id", "-evaluation__attempt")
         .values_list(
             "pk", "evaluation_id", "evaluation__submission_id",
@@ -159,12 +164,14 @@ def _rank(
     return ranking.rank_scores(scores, higher_is_better=higher), scores
 
 
-def _stability(phase: Phase, chosen: dict[str, _Candidate]) -> dict[str, dict[str, Any]]:
+def _stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Rank intervals and tiers over cases, for metrics that are means over cases and boards
+    small enough (entries x cases) to resample within a task."""
     metric = phase.primary_metric
-    if metric not in PER_CASE_MEAN or len(chosen) < 2:
+    if metric not in PER_CASE_MEAN or len(result_ids) < 2:
         return {}
-    per_case = _per_case([c.result_id for c in chosen.values()], metric)
-    values = {e: per_case.get(c.result_id, {}) for e, c in chosen.items()}
+    per_case = _per_case(list(result_ids.values()), metric)
+    values = {e: per_case.get(pk, {}) for e, pk in result_ids.items()}
     n_cases = max((len(v) for v in values.values()), default=0)
     if len(values) * n_cases > MAX_STABILITY_CELLS:
         return {}
@@ -211,39 +218,107 @@ def leaderboard_update(
             chosen_n = _select(phase, _candidates(phase, part))
             chosen = {e: cn[0] for e, cn in chosen_n.items()}
             ranks, scores = _rank(phase, chosen)
-            extra = _stability(phase, chosen)
-            rows = []
-            for e, c in chosen.items():
-                low, high = _interval(c, phase.primary_metric)
-                rows.append(
-                    LeaderboardEntry(
-                        phase=phase, part=part, entrant=e, display_name=c.display_name,
-                        participant_id=c.participant_id, team_id=c.team_id,
-                        submission_id=c.submission_id, evaluation_id=c.evaluation_id,
-                        is_baseline=c.is_baseline, rank=ranks[e], score=scores[e],
-                        score_ci_low=low, score_ci_high=high,
-                        rank_low=extra.get(e, {}).get("rank_low"),
-                        rank_high=extra.get(e, {}).get("rank_high"),
-                        tier=extra.get(e, {}).get("tier"),
-                        aggregates={m: c.aggregates.get(m) for m in phase.metrics},
-                        n_submissions=chosen_n[e][1], n_worst_filled=c.worst_filled,
-                        submitted_at=c.created_at,
-                    )
-                )  # fmt: skip
+            extra = _stability(phase, {e: c.result_id for e, c in chosen.items()})
+            rows = [
+                _entry(phase, part, e, c, n=chosen_n[e][1], rank=ranks[e], score=scores[e],
+                       extra=extra.get(e, {}))
+                for e, c in chosen.items()
+            ]  # fmt: skip
             LeaderboardEntry.objects.filter(phase=phase, part=part).delete()
             LeaderboardEntry.objects.bulk_create(rows, batch_size=1000)
-            snapshot = sorted(
-                ({"entrant": r.entrant, "rank": r.rank, "score": r.score} for r in rows),
-                key=lambda r: (r["rank"], r["entrant"]),
+            _snapshot(phase, part, rows, reason)
+            counts[part] = len(rows)
+    return counts
+
+
+def _entry(
+    phase: Phase, part: str, e: str, c: _Candidate, *, n: int, rank: int,
+    score: float | None, extra: dict[str, Any],
+) -> LeaderboardEntry:  # fmt: skip
+    low, high = _interval(c, phase.primary_metric)
+    return LeaderboardEntry(
+        phase=phase, part=part, entrant=e, display_name=c.display_name,
+        participant_id=c.participant_id, team_id=c.team_id,
+        submission_id=c.submission_id, evaluation_id=c.evaluation_id,
+        is_baseline=c.is_baseline, rank=rank, score=score,
+        score_ci_low=low, score_ci_high=high,
+        rank_low=extra.get("rank_low"), rank_high=extra.get("rank_high"), tier=extra.get("tier"),
+        aggregates={m: c.aggregates.get(m) for m in phase.metrics},
+        n_submissions=n, n_worst_filled=c.worst_filled, submitted_at=c.created_at,
+    )  # fmt: skip
+
+
+def _snapshot(phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str) -> None:
+    """Keep a dated copy of the board's state when it changed."""
+    snapshot = sorted(
+        ({"entrant": r.entrant, "rank": r.rank, "score": r.score} for r in rows),
+        key=lambda r: (r["rank"], r["entrant"]),
+    )
+    last = (
+        LeaderboardSnapshot.objects.filter(phase=phase, part=part)
+        .values_list("rows", flat=True)
+        .first()
+    )
+    if last != snapshot:
+        LeaderboardSnapshot.objects.create(phase=phase, part=part, reason=reason, rows=snapshot)
+
+
+def _entrant_filter(submission: Submission) -> Q:
+    """The submissions of the same entrant as ``submission`` (as ``_candidates`` groups them)."""
+    sub = "evaluation__submission__"
+    if submission.is_baseline:
+        return Q(**{f"{sub}is_baseline": True, f"{sub}baseline_name": submission.baseline_name})
+    if submission.team_id is not None:
+        return Q(**{f"{sub}is_baseline": False, f"{sub}team_id": submission.team_id})
+    return Q(
+        **{
+            f"{sub}is_baseline": False,
+            f"{sub}team__isnull": True,
+            f"{sub}participant_id": submission.participant_id,
+        }
+    )
+
+
+def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
+    """Update a leaderboard for one new result: only its entrant's row is chosen again, then the
+    board is re-ranked from the stored scores, so the cost does not grow with the number of
+    evaluations in the phase. Phases ranked per case (rank-then-aggregate) or with the Ladder
+    fall back to the full recomputation."""
+    evaluation = Evaluation.objects.select_related("submission").get(pk=evaluation_id)
+    submission = evaluation.submission
+    phase = Phase.objects.select_related("challenge").get(pk=submission.phase_id)
+    if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
+        return leaderboard_update(phase_id=phase.pk, reason="new result") or {}
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase.pk)
+        higher = phase.primary_direction == Direction.HIGHER
+        for part in PARTS:
+            chosen_n = _select(phase, _candidates(phase, part, _entrant_filter(submission)))
+            for e, (c, n) in chosen_n.items():
+                row = _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
+                             extra={})  # fmt: skip
+                LeaderboardEntry.objects.filter(phase=phase, part=part, entrant=e).delete()
+                row.save()
+            rows = list(LeaderboardEntry.objects.filter(phase=phase, part=part))
+            ranks = ranking.rank_scores({r.entrant: r.score for r in rows}, higher_is_better=higher)
+            result_ids = dict(
+                Result.objects.filter(
+                    part=part, evaluation_id__in=[r.evaluation_id for r in rows]
+                ).values_list("evaluation_id", "pk")
             )
-            last = (
-                LeaderboardSnapshot.objects.filter(phase=phase, part=part)
-                .values_list("rows", flat=True)
-                .first()
-            )
-            if last != snapshot:
-                LeaderboardSnapshot.objects.create(
-                    phase=phase, part=part, reason=reason, rows=snapshot
+            extra = _stability(phase, {r.entrant: result_ids[r.evaluation_id] for r in rows})
+            for r in rows:
+                r.rank = ranks[r.entrant]
+                x = extra.get(r.entrant, {})
+                r.rank_low, r.rank_high, r.tier = (
+                    x.get("rank_low"),
+                    x.get("rank_high"),
+                    x.get("tier"),
                 )
+            LeaderboardEntry.objects.bulk_update(
+                rows, ["rank", "rank_low", "rank_high", "tier"], batch_size=1000
+            )
+            _snapshot(phase, part, rows, "new result")
             counts[part] = len(rows)
     return counts

@@ -217,3 +217,38 @@ def test_ladder_moves_the_shown_score_only_for_a_real_improvement(tmp_path):
     leaderboard_update(phase_id=phase.pk)
     row = LeaderboardEntry.objects.get(phase=phase, part="public")
     assert row.submission_id == third.pk and row.n_submissions == 3
+
+
+@pytest.mark.django_db
+def test_incremental_update_gives_the_same_board_as_a_full_recomputation(tmp_path):
+    from challenges.services.leaderboards import leaderboard_apply_result
+
+    phase, preds = classification_phase(tmp_path, n_cases=300)
+    phase.metrics = ["brier", "auc_roc"]
+    phase.primary_metric, phase.primary_direction = "brier", "lower"  # gets rank intervals
+    phase.save()
+    lines = preds.read_text().splitlines()
+    users = [UserFactory() for _ in range(4)]
+    for i, user in enumerate(users * 2):  # two submissions each, of varying quality
+        path = tmp_path / f"v{i}.csv"
+        rows = [lines[0]]
+        for ln in lines[1:]:
+            case, s = ln.split(",")
+            rows.append(f"{case},{(float(s) * (1 - 0.1 * i) + 0.05 * i):.6f}")
+        path.write_text("\n".join(rows) + "\n")
+        submission = _scored(phase, path, user)
+        leaderboard_apply_result(evaluation_id=submission.evaluations.get().pk)
+
+    def board():
+        return sorted(
+            LeaderboardEntry.objects.filter(phase=phase).values_list(
+                "part", "entrant", "rank", "score", "submission_id", "n_submissions",
+                "rank_low", "rank_high", "tier",
+            )
+        )  # fmt: skip
+
+    incremental = board()
+    assert len(incremental) == 8  # 4 entrants x 2 parts
+    assert any(row[6] is not None for row in incremental)  # rank intervals are there
+    leaderboard_update(phase_id=phase.pk)
+    assert board() == incremental
