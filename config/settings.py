@@ -205,6 +205,8 @@ SCANBENCH_REAPER_INTERVAL_S = env.float("SCANBENCH_REAPER_INTERVAL_S", default=6
 SCANBENCH_LIVE_BOOTSTRAP = env.int("SCANBENCH_LIVE_BOOTSTRAP", default=0)
 # Resamples for the leaderboard's rank intervals (computed by leaderboard_update).
 SCANBENCH_RANK_BOOTSTRAP = env.int("SCANBENCH_RANK_BOOTSTRAP", default=1000)
+# Leaderboard history: at most one snapshot per part and interval on a busy board.
+SCANBENCH_SNAPSHOT_INTERVAL_S = env.int("SCANBENCH_SNAPSHOT_INTERVAL_S", default=60)
 CELERY_BEAT_SCHEDULE["evaluations-reap"] = {
     "task": "challenges.tasks.evaluations_reap",
     "schedule": SCANBENCH_REAPER_INTERVAL_S,

@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from challenges.models import (
+    Case,
     Evaluation,
     EvaluationState,
     LeaderboardEntry,
@@ -248,19 +249,47 @@ def _entry(
     )  # fmt: skip
 
 
-def _snapshot(phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str) -> None:
-    """Keep a dated copy of the board's state when it changed."""
+def _rerank(phase: Phase, part: str, *, higher_is_better: bool) -> None:
+    """Rank the stored scores in the database (ties share the best rank: SQL RANK()), writing
+    only the rows whose rank changed; missing scores rank last."""
+    table = LeaderboardEntry._meta.db_table
+    order = "DESC" if higher_is_better else "ASC"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET rank = ranked.r FROM ("  # noqa: S608 (no user input)
+            f"  SELECT id, RANK() OVER (ORDER BY score IS NULL, score {order}) AS r"
+            f"  FROM {table} WHERE phase_id = %s AND part = %s"
+            f") AS ranked WHERE {table}.id = ranked.id AND {table}.rank <> ranked.r",
+            [phase.pk, part],
+        )
+
+
+def _stability_affordable(phase: Phase, part: str, n_entries: int) -> bool:
+    if phase.primary_metric not in PER_CASE_MEAN or n_entries < 2:
+        return False
+    n_cases = Case.objects.filter(dataset_id=phase.dataset_id, leaderboard_part=part).count()
+    return n_entries * n_cases <= MAX_STABILITY_CELLS
+
+
+def _snapshot(
+    phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str, *, throttle: bool = False
+) -> None:
+    """Keep a dated copy of the board's state when it changed. With ``throttle``, changes
+    within SCANBENCH_SNAPSHOT_INTERVAL_S of the last snapshot update it instead of adding one,
+    so a busy board keeps a history at that resolution, not one copy per result."""
     snapshot = sorted(
         ({"entrant": r.entrant, "rank": r.rank, "score": r.score} for r in rows),
         key=lambda r: (r["rank"], r["entrant"]),
     )
-    last = (
-        LeaderboardSnapshot.objects.filter(phase=phase, part=part)
-        .values_list("rows", flat=True)
-        .first()
-    )
-    if last != snapshot:
-        LeaderboardSnapshot.objects.create(phase=phase, part=part, reason=reason, rows=snapshot)
+    last = LeaderboardSnapshot.objects.filter(phase=phase, part=part).first()
+    if last is not None and last.rows == snapshot:
+        return
+    recent = timezone.now() - timedelta(seconds=settings.SCANBENCH_SNAPSHOT_INTERVAL_S)
+    if throttle and last is not None and last.created_at > recent:
+        last.rows, last.reason = snapshot, reason
+        last.save(update_fields=["rows", "reason"])
+        return
+    LeaderboardSnapshot.objects.create(phase=phase, part=part, reason=reason, rows=snapshot)
 
 
 def _entrant_filter(submission: Submission) -> Q:
@@ -300,25 +329,24 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
                              extra={})  # fmt: skip
                 LeaderboardEntry.objects.filter(phase=phase, part=part, entrant=e).delete()
                 row.save()
-            rows = list(LeaderboardEntry.objects.filter(phase=phase, part=part))
-            ranks = ranking.rank_scores({r.entrant: r.score for r in rows}, higher_is_better=higher)
-            result_ids = dict(
-                Result.objects.filter(
-                    part=part, evaluation_id__in=[r.evaluation_id for r in rows]
-                ).values_list("evaluation_id", "pk")
-            )
-            extra = _stability(phase, {r.entrant: result_ids[r.evaluation_id] for r in rows})
-            for r in rows:
-                r.rank = ranks[r.entrant]
-                x = extra.get(r.entrant, {})
-                r.rank_low, r.rank_high, r.tier = (
-                    x.get("rank_low"),
-                    x.get("rank_high"),
-                    x.get("tier"),
+            _rerank(phase, part, higher_is_better=higher)
+            rows = list(
+                LeaderboardEntry.objects.filter(phase=phase, part=part).only(
+                    "pk", "entrant", "rank", "score", "evaluation_id"
                 )
-            LeaderboardEntry.objects.bulk_update(
-                rows, ["rank", "rank_low", "rank_high", "tier"], batch_size=1000
             )
-            _snapshot(phase, part, rows, "new result")
+            if _stability_affordable(phase, part, len(rows)):
+                result_ids = dict(
+                    Result.objects.filter(
+                        part=part, evaluation_id__in=[r.evaluation_id for r in rows]
+                    ).values_list("evaluation_id", "pk")
+                )
+                extra = _stability(phase, {r.entrant: result_ids[r.evaluation_id] for r in rows})
+                for r in rows:
+                    x = extra.get(r.entrant, {})
+                    r.rank_low, r.rank_high = x.get("rank_low"), x.get("rank_high")
+                    r.tier = x.get("tier")
+                LeaderboardEntry.objects.bulk_update(rows, ["rank_low", "rank_high", "tier"])
+            _snapshot(phase, part, rows, "new result", throttle=True)
             counts[part] = len(rows)
     return counts
