@@ -36,8 +36,18 @@ from evaluator.metrics.registry import Task
 
 PARTS = ("public", "private")
 # Metrics whose aggregate is the mean of per-case values: only these get bootstrap rank
-# intervals and Wilcoxon tiers over cases (AUC, sensitivity, ... are not per-case means).
-PER_CASE_MEAN = {"dice", "iou", "hd", "hd95", "assd", "nsd", "brier", "sensitivity", "specificity"}
+# intervals and Wilcoxon tiers over cases. Classification: only the Brier score (AUC,
+# sensitivity, ... are computed over the whole set, not averaged over cases).
+PER_CASE_MEAN = {
+    "segmentation": {"dice", "iou", "hd", "hd95", "assd", "nsd", "sensitivity", "specificity"},
+    "classification": {"brier"},
+}
+
+
+def _per_case_mean(phase: Phase) -> bool:
+    return phase.primary_metric in PER_CASE_MEAN.get(phase.challenge.task_type, set())
+
+
 MAX_STABILITY_CELLS = 5_000_000  # entries x cases; beyond this the update stays O(entries)
 
 
@@ -169,7 +179,7 @@ def _stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, dict[str, 
     """Rank intervals and tiers over cases, for metrics that are means over cases and boards
     small enough (entries x cases) to resample within a task."""
     metric = phase.primary_metric
-    if metric not in PER_CASE_MEAN or len(result_ids) < 2:
+    if not _per_case_mean(phase) or len(result_ids) < 2:
         return {}
     per_case = _per_case(list(result_ids.values()), metric)
     values = {e: per_case.get(pk, {}) for e, pk in result_ids.items()}
@@ -265,7 +275,7 @@ def _rerank(phase: Phase, part: str, *, higher_is_better: bool) -> None:
 
 
 def _stability_affordable(phase: Phase, part: str, n_entries: int) -> bool:
-    if phase.primary_metric not in PER_CASE_MEAN or n_entries < 2:
+    if not _per_case_mean(phase) or n_entries < 2:
         return False
     n_cases = Case.objects.filter(dataset_id=phase.dataset_id, leaderboard_part=part).count()
     return n_entries * n_cases <= MAX_STABILITY_CELLS
