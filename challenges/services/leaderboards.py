@@ -274,32 +274,39 @@ def _rerank(phase: Phase, part: str, *, higher_is_better: bool) -> None:
         )
 
 
-def _stability_affordable(phase: Phase, part: str, n_entries: int) -> bool:
-    if not _per_case_mean(phase) or n_entries < 2:
+def _stability_affordable(phase: Phase, part: str) -> bool:
+    if not _per_case_mean(phase):
         return False
+    n_entries = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
     n_cases = Case.objects.filter(dataset_id=phase.dataset_id, leaderboard_part=part).count()
     return n_entries * n_cases <= MAX_STABILITY_CELLS
 
 
-def _snapshot(
-    phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str, *, throttle: bool = False
-) -> None:
-    """Keep a dated copy of the board's state when it changed. With ``throttle``, changes
-    within SCANBENCH_SNAPSHOT_INTERVAL_S of the last snapshot update it instead of adding one,
-    so a busy board keeps a history at that resolution, not one copy per result."""
+def _snapshot_due(phase: Phase, part: str) -> bool:
+    """On a busy board, at most one dated snapshot per SCANBENCH_SNAPSHOT_INTERVAL_S: the
+    history has that resolution, and the current state is always the board itself."""
+    last = (
+        LeaderboardSnapshot.objects.filter(phase=phase, part=part)
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    interval = timedelta(seconds=settings.SCANBENCH_SNAPSHOT_INTERVAL_S)
+    return last is None or last <= timezone.now() - interval
+
+
+def _snapshot(phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str) -> None:
+    """Keep a dated copy of the board's state when it changed."""
     snapshot = sorted(
         ({"entrant": r.entrant, "rank": r.rank, "score": r.score} for r in rows),
         key=lambda r: (r["rank"], r["entrant"]),
     )
-    last = LeaderboardSnapshot.objects.filter(phase=phase, part=part).first()
-    if last is not None and last.rows == snapshot:
-        return
-    recent = timezone.now() - timedelta(seconds=settings.SCANBENCH_SNAPSHOT_INTERVAL_S)
-    if throttle and last is not None and last.created_at > recent:
-        last.rows, last.reason = snapshot, reason
-        last.save(update_fields=["rows", "reason"])
-        return
-    LeaderboardSnapshot.objects.create(phase=phase, part=part, reason=reason, rows=snapshot)
+    last = (
+        LeaderboardSnapshot.objects.filter(phase=phase, part=part)
+        .values_list("rows", flat=True)
+        .first()
+    )
+    if last != snapshot:
+        LeaderboardSnapshot.objects.create(phase=phase, part=part, reason=reason, rows=snapshot)
 
 
 def _entrant_filter(submission: Submission) -> Q:
@@ -340,12 +347,17 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
                 LeaderboardEntry.objects.filter(phase=phase, part=part, entrant=e).delete()
                 row.save()
             _rerank(phase, part, higher_is_better=higher)
+            stability = _stability_affordable(phase, part)
+            snapshot_due = _snapshot_due(phase, part)
+            if not (stability or snapshot_due):
+                counts[part] = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
+                continue
             rows = list(
                 LeaderboardEntry.objects.filter(phase=phase, part=part).only(
                     "pk", "entrant", "rank", "score", "evaluation_id"
                 )
             )
-            if _stability_affordable(phase, part, len(rows)):
+            if stability and len(rows) > 1:
                 result_ids = dict(
                     Result.objects.filter(
                         part=part, evaluation_id__in=[r.evaluation_id for r in rows]
@@ -357,6 +369,7 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
                     r.rank_low, r.rank_high = x.get("rank_low"), x.get("rank_high")
                     r.tier = x.get("tier")
                 LeaderboardEntry.objects.bulk_update(rows, ["rank_low", "rank_high", "tier"])
-            _snapshot(phase, part, rows, "new result", throttle=True)
+            if snapshot_due:
+                _snapshot(phase, part, rows, "new result")
             counts[part] = len(rows)
     return counts
