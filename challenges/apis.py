@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib.auth.models import User
+from django.db.models import Prefetch
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -13,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from challenges.models import Evaluation, LeaderboardEntry, Submission
+from challenges.models import Evaluation, LeaderboardEntry, Result, Submission
 from challenges.selectors import (
     LeaderboardHidden,
     leaderboard_for_phase,
@@ -97,7 +98,9 @@ class SubmissionDetailApi(APIView):
         body = dict(SubmissionOut(submission).data)
         body["evaluations"] = [
             _evaluation_json(e, organizer=organizer)
-            for e in submission.evaluations.prefetch_related("results").order_by("-attempt")
+            for e in submission.evaluations.prefetch_related(
+                Prefetch("results", queryset=Result.objects.defer("cases"))
+            ).order_by("-attempt")
         ]
         return Response(body)
 

@@ -3,10 +3,17 @@
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 
-from challenges.models import Challenge, LeaderboardEntry, Phase, Submission
+from challenges.models import (
+    Challenge,
+    Evaluation,
+    LeaderboardEntry,
+    Phase,
+    Result,
+    Submission,
+)
 
 
 def challenge_list_public() -> QuerySet[Challenge]:
@@ -102,12 +109,26 @@ def leaderboard_for_phase(
     )
 
 
-def submission_list_for_user(*, user: Any, phase: Phase) -> QuerySet[Submission]:
-    return (
-        Submission.objects.filter(phase=phase, participant=user)
-        .prefetch_related("evaluations__results")
-        .order_by("-created_at")
+def submission_rows_for_user(*, user: Any, phase: Phase, limit: int = 50) -> list[dict[str, Any]]:
+    """The user's latest submissions to a phase, each with its newest attempt and that
+    attempt's public result (aggregates only: per-case values are never loaded here)."""
+    results = Prefetch("results", queryset=Result.objects.filter(part="public").defer("cases"))
+    evaluations = Prefetch(
+        "evaluations", queryset=Evaluation.objects.order_by("-attempt").prefetch_related(results)
     )
+    submissions = (
+        Submission.objects.filter(phase=phase, participant=user)
+        .prefetch_related(evaluations)
+        .order_by("-created_at")[:limit]
+    )
+    rows: list[dict[str, Any]] = []
+    for submission in submissions:
+        latest = next(iter(submission.evaluations.all()), None)
+        public = None
+        if latest is not None and latest.state == "succeeded":
+            public = next(iter(latest.results.all()), None)
+        rows.append({"submission": submission, "evaluation": latest, "public": public})
+    return rows
 
 
 def submission_get_for_user(*, user: Any, submission_id: int) -> Submission:

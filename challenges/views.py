@@ -22,7 +22,7 @@ from challenges.selectors import (
     leaderboard_for_phase,
     phase_get_by_slugs,
     private_leaderboard_visible,
-    submission_list_for_user,
+    submission_rows_for_user,
 )
 from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
 
@@ -106,16 +106,8 @@ class SubmitView(LoginRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         phase = phase_get_by_slugs(slug=kwargs["slug"], phase_slug=kwargs["phase_slug"])
-        submissions = list(submission_list_for_user(user=self.request.user, phase=phase)[:50])
-        rows = []
-        pending = False
-        for sub in submissions:
-            latest = max(sub.evaluations.all(), key=lambda e: e.attempt, default=None)
-            pending = pending or (latest is not None and latest.state in ACTIVE_OR_QUEUED)
-            public = None
-            if latest is not None and latest.state == "succeeded":
-                public = next((r for r in latest.results.all() if r.part == "public"), None)
-            rows.append({"submission": sub, "evaluation": latest, "public": public})
+        rows = submission_rows_for_user(user=self.request.user, phase=phase)
+        pending = any(r["evaluation"] and r["evaluation"].state in ACTIVE_OR_QUEUED for r in rows)
         return {
             **super().get_context_data(**kwargs),
             "phase": phase,
