@@ -106,7 +106,7 @@ def make_phase(n_cases: int):
     from django.utils import timezone
 
     from challenges.models import Case, Challenge, Dataset, Phase
-    from challenges.services.bundles import _draw_parts
+    from challenges.services.bundles import draw_leaderboard_parts
     from evaluator.synthetic import write_classification
 
     ref, preds = write_classification(VAR / "cls", n_cases=n_cases, seed=1)
@@ -121,7 +121,7 @@ def make_phase(n_cases: int):
         metrics=["auc_roc", "sensitivity", "specificity", "brier"], primary_metric="auc_roc",
     )  # fmt: skip
     rows = [line.split(",") for line in ref.read_text().splitlines()[1:]]
-    parts = _draw_parts([r[0] for r in rows], 0.3, 3)
+    parts = draw_leaderboard_parts([r[0] for r in rows], 0.3, 3)
     Case.objects.bulk_create(
         [Case(dataset=dataset, case_id=c, split="test", leaderboard_part=parts[c], label=lab)
          for c, lab in rows],

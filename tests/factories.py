@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from challenges.models import Case, Challenge, Dataset, Phase
-from challenges.services.bundles import _draw_parts
+from challenges.services.bundles import draw_leaderboard_parts
 from evaluator.synthetic import write_classification, write_segmentation
 
 
@@ -67,7 +67,7 @@ class PhaseFactory(factory.django.DjangoModelFactory):
 
 
 def _add_test_cases(dataset: Dataset, labels: dict[str, str], files: dict[str, str]) -> None:
-    parts = _draw_parts(list(labels), dataset.public_fraction, dataset.split_seed)
+    parts = draw_leaderboard_parts(list(labels), dataset.public_fraction, dataset.split_seed)
     Case.objects.bulk_create(
         [
             Case(

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -42,17 +41,14 @@ from challenges.models import (
     TaskType,
 )
 from challenges.models.phase import EntrySelection
+from evaluator import ranking
+from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, safe_extract
 
 MANIFEST = "challenge.yaml"
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".npy", ".npz")
 
-SEGMENTATION_METRICS = {"dice", "iou", "sensitivity", "specificity", "hd", "hd95", "assd", "nsd"}
-CLASSIFICATION_METRICS = {
-    "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy", "balanced_accuracy",
-    "auc_roc", "auc_pr", "sens_at_spec", "brier",
-}  # fmt: skip
-LOWER_IS_BETTER = {"hd", "hd95", "assd", "brier"}
+KNOWN_METRICS = {"segmentation": SEGMENTATION_METRICS, "classification": CLASSIFICATION_METRICS}
 
 
 class BundleError(ValueError):
@@ -289,13 +285,14 @@ def _attach_files(root: Path, ds: _Fields, task: str, specs: list[_CaseSpec]) ->
     return table
 
 
-def _draw_parts(test_ids: list[str], fraction: float, seed: int) -> dict[str, str]:
-    """The one-time seeded draw of the public part of the test set."""
-    ids = sorted(test_ids)
-    n_public = min(max(round(fraction * len(ids)), 1), max(len(ids) - 1, 1))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    public = {ids[i] for i in order[:n_public]}
-    return {i: LeaderboardPart.PUBLIC if i in public else LeaderboardPart.PRIVATE for i in ids}
+def draw_leaderboard_parts(test_ids: list[str], fraction: float, seed: int) -> dict[str, str]:
+    """The one-time seeded draw of the public part of the test set (the evaluator's
+    ``public_private_split``), keeping at least one case in each part when there are two."""
+    n = len(set(test_ids))
+    n_public = min(max(round(fraction * n), 1), max(n - 1, 1))
+    public, _ = ranking.public_private_split(test_ids, public_fraction=n_public / n, seed=seed)
+    chosen = set(public)
+    return {i: LeaderboardPart.PUBLIC if i in chosen else LeaderboardPart.PRIVATE for i in test_ids}
 
 
 def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
@@ -307,7 +304,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
             "memory_limit_mb", "gpus", "input_spec",
         }
     )  # fmt: skip
-    known = SEGMENTATION_METRICS if task == TaskType.SEGMENTATION else CLASSIFICATION_METRICS
+    known = KNOWN_METRICS[task]
     metrics = p.get("metrics", kind=list)
     for i, m in enumerate(metrics):
         if m not in known:
@@ -318,7 +315,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
     primary = p.get("primary_metric", metrics[0] if metrics else ...)
     if primary not in metrics:
         raise p._fail("primary_metric", f"{primary!r} is not among the phase's metrics")
-    default_direction = Direction.LOWER if primary in LOWER_IS_BETTER else Direction.HIGHER
+    default_direction = Direction.HIGHER if known[primary].higher_is_better else Direction.LOWER
     opens = p.when("opens", None) or timezone.now()
     closes = p.when("closes", None)
     if closes is not None and closes <= opens:
@@ -482,7 +479,11 @@ def _write(
     new_test = [
         s.case_id for s in specs if s.split == CaseSplit.TEST and s.case_id not in keep_parts
     ]
-    drawn = _draw_parts(new_test, dataset.public_fraction, dataset.split_seed) if new_test else {}
+    drawn = (
+        draw_leaderboard_parts(new_test, dataset.public_fraction, dataset.split_seed)
+        if new_test
+        else {}
+    )
     to_create, to_update = [], []
     for s in specs:
         input_rel = (

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from challenges.models import Case, Evaluation, LeaderboardEntry, Result
-from challenges.services.bundles import _draw_parts
+from challenges.services.bundles import draw_leaderboard_parts
 from challenges.services.submissions import submission_create
 from challenges.tasks import evaluations_reap
 from tests.factories import PhaseFactory, UserFactory
@@ -45,7 +45,7 @@ def _image_phase(n_cases: int = 8):
         pixels = np.clip(rng.normal(200 if label else 40, 10, (24, 24)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels, mode="L").save(folder / f"case{i}.png")
         labels[f"case{i}"] = str(label)
-    parts = _draw_parts(list(labels), 0.3, 1)
+    parts = draw_leaderboard_parts(list(labels), 0.3, 1)
     Case.objects.bulk_create(
         [
             Case(dataset=phase.dataset, case_id=c, split="test", leaderboard_part=parts[c],
