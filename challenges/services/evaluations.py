@@ -142,8 +142,7 @@ def evaluation_finish(
     evaluation.timings = {**evaluation.timings, **timings}
     evaluation.message = "Scored."
     evaluation.save(update_fields=["state", "finished_at", "timings", "message"])
-    phase_id = evaluation.submission.phase_id
-    transaction.on_commit(lambda: _after_final(evaluation_id, phase_id))
+    transaction.on_commit(lambda: _after_final(evaluation_id))
     return True
 
 
@@ -162,10 +161,7 @@ def evaluation_fail(
     evaluation.logs = (evaluation.logs + "\n" + logs)[-LOG_TAIL_CHARS:] if logs else evaluation.logs
     evaluation.platform_fault = platform_fault
     evaluation.save(update_fields=["state", "finished_at", "message", "logs", "platform_fault"])
-    phase_id = Evaluation.objects.values_list("submission__phase_id", flat=True).get(
-        pk=evaluation_id
-    )
-    transaction.on_commit(lambda: _after_final(evaluation_id, phase_id, leaderboard=False))
+    transaction.on_commit(lambda: _after_final(evaluation_id, leaderboard=False))
     return True
 
 
@@ -181,7 +177,7 @@ def evaluation_cancel(*, evaluation_id: int) -> bool:
     return True
 
 
-def _after_final(evaluation_id: int, phase_id: int, *, leaderboard: bool = True) -> None:
+def _after_final(evaluation_id: int, *, leaderboard: bool = True) -> None:
     from challenges import tasks
     from challenges.services.notifications import notify_evaluation_finished
 
@@ -189,7 +185,7 @@ def _after_final(evaluation_id: int, phase_id: int, *, leaderboard: bool = True)
         try:
             tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
         except Exception:
-            logger.exception("could not send the leaderboard update for phase %s", phase_id)
+            logger.exception("could not send the leaderboard update for %s", evaluation_id)
     notify_evaluation_finished(evaluation_id=evaluation_id)
 
 
