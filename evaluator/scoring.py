@@ -39,9 +39,10 @@ from evaluator.metrics.segmentation import (
     case_metrics_and_counts,
     empty_label_metrics,
 )
+from evaluator.readers.isolated import DecodeLimits, Decoder, decode_table_isolated
 from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
-from evaluator.readers.sources import CaseFile, list_case_files
+from evaluator.readers.sources import CaseFile, CaseFiles, list_case_files
 from evaluator.stats.intervals import (
     Interval,
     bootstrap_mean_interval,
@@ -65,7 +66,9 @@ class ScoreOptions:
     reference masks; declare them when scoring a subset so that the label set cannot depend on
     it). ``on_missing="worst"`` scores a missing case with the worst value of every metric
     instead of rejecting the submission. ``workers`` is the number of threads scoring cases
-    (default: the CPU count, at most 4).
+    (default: the CPU count, at most 4). ``isolation``, when given, decodes the predictions in a
+    separate locked-down process with those limits (:mod:`evaluator.readers.isolated`); the
+    platform always sets it, a laptop may leave it out.
     """
 
     threshold: float = 0.5
@@ -80,6 +83,7 @@ class ScoreOptions:
     on_missing: Literal["error", "worst"] = "error"
     workers: int | None = None
     limits: ZipLimits = field(default_factory=ZipLimits)
+    isolation: DecodeLimits | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +97,7 @@ class ScoreOptions:
             "restricted_to_case_ids": self.case_ids is not None,
             "labels": list(self.labels) if self.labels is not None else None,
             "on_missing": self.on_missing,
+            "isolated_decoding": self.isolation is not None,
         }
 
 
@@ -273,13 +278,54 @@ def _check_grid(ref: Grid, pred: Grid, display: str, case_id: str) -> None:
         )
 
 
-def _decode(f: CaseFile, role: str, limits: ZipLimits) -> Mask:
+def _decode(
+    f: CaseFile, role: str, limits: ZipLimits, expected_shape: tuple[int, ...] | None = None
+) -> Mask:
     err = InvalidReference if role == "reference" else InvalidSubmission
     raw = f.read()
     try:
-        return decode_mask(raw, f.extension, max_voxel_bytes=limits.max_member_bytes)
+        return decode_mask(
+            raw, f.extension, max_voxel_bytes=limits.max_member_bytes, expected_shape=expected_shape
+        )
     except MaskDecodeError as exc:
-        raise err(f"cannot read the mask: {exc}", file=f.display, case=f.case_id) from exc
+        raise err(exc.problem(), file=f.display, case=f.case_id) from exc
+
+
+class _PredictionMasks:
+    """The participant's masks: decoded here (a laptop) or in a locked-down child (the platform)."""
+
+    def __init__(self, predictions: Path, options: ScoreOptions):
+        self._files: CaseFiles | None = None
+        self._decoder: Decoder | None = None
+        self._limits = options.limits
+        if options.isolation is not None:
+            self._decoder = Decoder(
+                "segmentation", predictions, predictions.name or str(predictions), options.isolation
+            )
+            self.display = self._decoder.display
+            self.names = {c: d for c, (d, _e) in self._decoder.cases.items()}
+        else:
+            self._files = list_case_files(predictions, role="predictions", limits=options.limits)
+            self.display = self._files.display
+            self.names = {c: f.display for c, f in self._files.files.items()}
+
+    def decode(self, case_id: str, expected_shape: tuple[int, ...]) -> Mask:
+        if self._decoder is not None:
+            return self._decoder.mask(case_id, expected_shape=expected_shape)
+        assert self._files is not None
+        return _decode(self._files.files[case_id], "predictions", self._limits, expected_shape)
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+        if self._files is not None:
+            self._files.close()
+
+    def __enter__(self) -> _PredictionMasks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -295,7 +341,7 @@ class _CaseResult:
 def _score_case(
     case_id: str,
     ref_file: CaseFile,
-    pred_file: CaseFile | None,
+    preds: _PredictionMasks | None,
     options: ScoreOptions,
     metric_names: Collection[str],
     kd_workers: int = -1,
@@ -305,21 +351,22 @@ def _score_case(
     diagonal = float(
         math.sqrt(sum((n * s) ** 2 for n, s in zip(ref.grid.shape, spacing, strict=True)))
     )
-    if pred_file is None:
+    if preds is None:
         present = {lab for lab in range(1, ref.max + 1) if np.any(ref.data == lab)}
         return _CaseResult(case_id, {}, present, set(), diagonal, "")
-    pred = _decode(pred_file, "predictions", options.limits)
-    _check_grid(ref.grid, pred.grid, pred_file.display, case_id)
+    display = preds.names[case_id]
+    pred = preds.decode(case_id, ref.grid.shape)
+    _check_grid(ref.grid, pred.grid, display, case_id)
     declared = options.labels
     if declared is not None and pred.max > max(declared, default=0):
         raise InvalidSubmission(
             f"label {pred.max} is not a label of this challenge "
             f"(labels: 0, {', '.join(map(str, declared))})",
-            file=pred_file.display,
+            file=display,
             case=case_id,
         )
     top = max(ref.max, pred.max)
-    labels = _labels_to_count(ref, pred, top, pred_file.display, case_id)
+    labels = _labels_to_count(ref, pred, top, display, case_id)
     per_label, counts = case_metrics_and_counts(
         ref.data,
         pred.data,
@@ -332,7 +379,7 @@ def _score_case(
     )
     ref_labels = {lab for lab, c in counts.items() if c.n_ref > 0}
     pred_labels = {lab for lab, c in counts.items() if c.n_pred > 0}
-    return _CaseResult(case_id, per_label, ref_labels, pred_labels, diagonal, pred_file.display)
+    return _CaseResult(case_id, per_label, ref_labels, pred_labels, diagonal, display)
 
 
 #: above this many candidate labels, count only the labels actually present (one bincount)
@@ -367,16 +414,16 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
             raise ValueError(f"unknown segmentation metric {m!r}")
     with (
         list_case_files(reference, role="reference", limits=options.limits) as refs,
-        list_case_files(predictions, role="predictions", limits=options.limits) as preds,
+        _PredictionMasks(predictions, options) as preds,
     ):
         if not refs.files:
             raise InvalidReference("no reference masks found", file=refs.display)
-        missing = set(_check_ids(refs.files, preds.files, preds.display, options.on_missing))
+        missing = set(_check_ids(refs.files, preds.names, preds.display, options.on_missing))
         scored = _scored_ids(list(refs.files), options.case_ids)
         workers = max(1, options.workers or min(4, os.cpu_count() or 1))
 
         def run(cid: str) -> _CaseResult:
-            pf = None if cid in missing else preds.files[cid]
+            pf = None if cid in missing else preds
             # cases run in parallel already: one thread per nearest-neighbour query
             kd_workers = 1 if workers > 1 else -1
             return _score_case(cid, refs.files[cid], pf, options, metric_names, kd_workers)
@@ -526,7 +573,11 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
     for m in metric_names:
         if m not in CLASSIFICATION_METRICS:
             raise ValueError(f"unknown classification metric {m!r}")
-    from evaluator.readers.tables import read_predictions_csv, read_reference_csv  # pandas
+    from evaluator.readers.tables import (  # pandas
+        ClassificationPredictions,
+        read_predictions_csv,
+        read_reference_csv,
+    )
 
     ref_key = ("reference", _file_key(reference), options.limits)
     if ref_key[1] is not None and ref_key in _table_cache:
@@ -536,9 +587,27 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         ref = read_reference_csv(ref_raw, ref_display)
         if ref_key[1] is not None:
             _remember(_table_cache, ref_key, (ref, ref_display))
-    pred_key = ("predictions", _file_key(predictions), options.limits, tuple(ref.classes))
+    pred_key = (
+        "predictions",
+        _file_key(predictions),
+        options.limits,
+        tuple(ref.classes),
+        options.isolation,
+    )
     if pred_key[1] is not None and pred_key in _table_cache:
         pred, pred_display = _table_cache[pred_key]
+    elif options.isolation is not None:
+        pred_display, ids, probs, hard, kind = decode_table_isolated(
+            predictions,
+            predictions.name or str(predictions),
+            options.isolation,
+            classes=ref.classes,
+        )
+        if probs.shape[1] != len(ref.classes):
+            raise InvalidSubmission("the decoder sent an invalid table", file=pred_display)
+        pred = ClassificationPredictions(ids, probs, hard, kind)
+        if pred_key[1] is not None:
+            _remember(_table_cache, pred_key, (pred, pred_display))
     else:
         pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)
         pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)

@@ -18,8 +18,23 @@ from challenges.services.evaluations import (
 )
 from challenges.services.references import ReferenceError_, reference_for_phase
 from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
+from evaluator.readers.isolated import DecodeLimits
+from evaluator.readers.safe_zip import ZipLimits
 
 logger = logging.getLogger(__name__)
+
+
+def decode_limits() -> DecodeLimits:
+    """Limits of the process that decodes participants' files, from the settings."""
+    unzipped = settings.SCANBENCH_MAX_UNZIPPED_BYTES
+    return DecodeLimits(
+        memory_bytes=settings.SCANBENCH_DECODE_MEMORY_BYTES,
+        cpu_seconds=settings.SCANBENCH_DECODE_CPU_S,
+        wall_seconds=settings.SCANBENCH_DECODE_WALL_S,
+        hidden=tuple(settings.SCANBENCH_DECODE_HIDDEN),
+        zip_limits=ZipLimits(max_member_bytes=unzipped, max_total_bytes=unzipped),
+        table_bytes=settings.SCANBENCH_MAX_TABLE_BYTES,
+    )
 
 
 def _options(phase: Phase, case_ids: list[str]) -> ScoreOptions:
@@ -39,6 +54,12 @@ def _options(phase: Phase, case_ids: list[str]) -> ScoreOptions:
         labels=labels,
         # METRICS.md: a missing case gets the worst value before any mean, and is counted.
         on_missing="worst",
+        # Participants' bytes are decoded in a locked-down child, bounded (docs/security.md).
+        isolation=decode_limits(),
+        limits=ZipLimits(
+            max_member_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
+            max_total_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
+        ),
     )
 
 

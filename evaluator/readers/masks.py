@@ -13,17 +13,29 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Grid", "Mask", "MaskDecodeError", "decode_mask", "gunzip"]
+__all__ = ["Grid", "Mask", "MaskDecodeError", "ShapeMismatch", "decode_mask", "gunzip"]
 
 DEFAULT_MAX_VOXEL_BYTES = 4 << 30
 
 
 class MaskDecodeError(ValueError):
     """The bytes are not a readable mask; the message is one short line."""
+
+    def problem(self) -> str:
+        """The message as shown to a participant."""
+        return f"cannot read the mask: {self}"
+
+
+class ShapeMismatch(MaskDecodeError):
+    """The header declares another shape than the reference's (found before decoding)."""
+
+    def problem(self) -> str:
+        return str(self)
 
 
 @dataclass(frozen=True)
@@ -68,58 +80,131 @@ def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_VOXEL_BYTES) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
-def _gunzip_fast(data: bytes, max_bytes: int) -> bytes:
-    """One-shot inflate into a buffer of the size the gzip trailer announces (mod 2**32).
+def _inflate_upto(data: bytes, n: int) -> bytes:
+    """The first (at most) ``n`` bytes of a gzip stream's first member; for reading a header."""
+    if not data.startswith(b"\x1f\x8b"):
+        raise MaskDecodeError("not gzip data")
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, n)
+    except zlib.error as exc:
+        raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
+    if len(out) < n and not d.eof:
+        raise MaskDecodeError("truncated gzip data")
+    return out
 
-    Falls back to :func:`gunzip` (streaming, bounded, multi-member) whenever that size is
-    implausible or the one-shot result does not match it.
+
+def _inflate_exact(data: bytes, needed: int, max_bytes: int) -> bytes:
+    """Inflate the first ``needed`` bytes of a gzip stream, never producing more.
+
+    ``needed`` comes from the file's own header (checked against the caps before this is
+    called); the gzip trailer's size field is only a hint and is never trusted for allocation.
     """
-    if len(data) >= 18 and data[:2] == b"\x1f\x8b":
-        isize = struct.unpack("<I", data[-4:])[0]
-        if 0 < isize <= max_bytes:
-            try:
-                raw = zlib.decompress(data, 31, isize)
-            except zlib.error:
-                raw = b""
-            if len(raw) == isize:
-                return raw
-    return gunzip(data, max_bytes=max_bytes)
+    if needed > max_bytes:
+        raise MaskDecodeError(f"declared data size {needed} bytes is over the limit {max_bytes}")
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while rest and total < needed:
+        if not rest.startswith(b"\x1f\x8b"):
+            raise MaskDecodeError("not gzip data")
+        d = zlib.decompressobj(wbits=31)
+        try:
+            chunk = d.decompress(rest, needed - total)
+        except zlib.error as exc:
+            raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
+        total += len(chunk)
+        out.append(chunk)
+        if total >= needed:
+            break
+        if not d.eof:
+            raise MaskDecodeError("truncated gzip data")
+        rest = d.unused_data
+    if total < needed:
+        raise MaskDecodeError(f"truncated voxel data ({total} of {needed} bytes present)")
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
-def _nifti(raw: bytes) -> tuple[NDArray[np.generic], Grid]:
+def _check_declared(
+    shape: tuple[int, ...],
+    itemsize: int,
+    max_bytes: int,
+    expected_shape: tuple[int, ...] | None,
+) -> int:
+    """Check a shape read from a header *before* any voxel is decoded; return its byte size."""
+    if not shape or any(n < 0 for n in shape):
+        raise MaskDecodeError(f"invalid shape {shape} in the header")
+    if len(shape) > 3:
+        raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {shape}")
+    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+        raise ShapeMismatch(
+            f"mask shape {tuple(shape)} differs from the reference shape {tuple(expected_shape)}"
+        )
+    nbytes = math.prod(shape) * itemsize
+    if nbytes > max_bytes:
+        raise MaskDecodeError(f"declared data size {nbytes} bytes is over the limit {max_bytes}")
+    return nbytes
+
+
+def _nifti_header(head: bytes) -> tuple[Any, tuple[int, ...], np.dtype[Any], int]:
     import nibabel as nib
 
-    if len(raw) < 348:
+    if len(head) < 348:
         raise MaskDecodeError("truncated NIfTI header")
     hdr_cls: type[nib.Nifti1Header]
-    size_le = struct.unpack("<i", raw[:4])[0]
-    size_be = struct.unpack(">i", raw[:4])[0]
+    size_le = struct.unpack("<i", head[:4])[0]
+    size_be = struct.unpack(">i", head[:4])[0]
     if 540 in (size_le, size_be):
         hdr_cls = nib.Nifti2Header
     elif 348 in (size_le, size_be):
         hdr_cls = nib.Nifti1Header
     else:
         raise MaskDecodeError("not a NIfTI file (bad header size)")
+    if hdr_cls is nib.Nifti2Header and len(head) < 540:
+        raise MaskDecodeError("truncated NIfTI-2 header")
     try:
-        hdr = hdr_cls.from_fileobj(io.BytesIO(raw[:540]), check=True)  # type: ignore[no-untyped-call]
+        hdr = hdr_cls.from_fileobj(io.BytesIO(head[:540]), check=True)  # type: ignore[no-untyped-call]
         shape = tuple(int(n) for n in hdr.get_data_shape())
         dtype = hdr.get_data_dtype()
         offset = int(hdr.get_data_offset())
+    except Exception as exc:  # nibabel raises many types on a bad header
+        raise MaskDecodeError(f"bad NIfTI header ({type(exc).__name__})") from exc
+    magic = bytes(hdr["magic"]).rstrip(b"\x00")
+    if magic in (b"ni1", b"ni2"):
+        # A ".hdr/.img" pair: the voxels live in another file, which is never opened.
+        raise MaskDecodeError("a NIfTI header whose voxels are in a separate .img file")
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if offset < (540 if hdr_cls is nib.Nifti2Header else 348):
+        raise MaskDecodeError(f"invalid voxel offset {offset} in the NIfTI header")
+    return hdr, shape, dtype, offset
+
+
+def _nifti(
+    raw: bytes,
+    *,
+    compressed: bool,
+    max_bytes: int,
+    expected_shape: tuple[int, ...] | None,
+) -> tuple[NDArray[np.generic], Grid]:
+    head = _inflate_upto(raw, 540) if compressed else raw
+    hdr, shape, dtype, offset = _nifti_header(head)
+    nbytes = _check_declared(shape, dtype.itemsize, max_bytes, expected_shape)
+    if offset > max_bytes:
+        raise MaskDecodeError(f"invalid voxel offset {offset} in the NIfTI header")
+    if compressed:
+        raw = _inflate_exact(raw, offset + nbytes, max_bytes + offset)
+    elif offset + nbytes > len(raw):
+        raise MaskDecodeError(
+            f"truncated voxel data ({max(0, len(raw) - offset)} of {nbytes} bytes present)"
+        )
+    try:
         zooms = tuple(float(z) for z in hdr.get_zooms())
         slope, inter = hdr.get_slope_inter()
         affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
     except Exception as exc:  # nibabel raises many types on a bad header
         raise MaskDecodeError(f"bad NIfTI header ({type(exc).__name__})") from exc
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) > 3:
-        raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {shape}")
     count = math.prod(shape)
-    nbytes = count * dtype.itemsize
-    if offset + nbytes > len(raw):
-        raise MaskDecodeError(
-            f"truncated voxel data ({len(raw) - offset} of {nbytes} bytes present)"
-        )
     try:
         arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
     except (ValueError, TypeError) as exc:
@@ -142,73 +227,263 @@ def _apply_scaling(
     return np.asarray(arr, dtype=np.float64) * slope + offset
 
 
-def _nrrd(raw: bytes) -> tuple[NDArray[np.generic], Grid]:
+_NRRD_TYPES: dict[str, str] = {}
+for _names, _code in (
+    (("signed char", "int8", "int8_t"), "i1"),
+    (("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
+    (("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    (
+        ("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"),
+        "u2",
+    ),
+    (("int", "signed int", "int32", "int32_t"), "i4"),
+    (("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
+    (
+        (
+            "longlong",
+            "long long",
+            "long long int",
+            "signed long long",
+            "signed long long int",
+            "int64",
+            "int64_t",
+        ),
+        "i8",
+    ),
+    (
+        (
+            "ulonglong",
+            "unsigned long long",
+            "unsigned long long int",
+            "uint64",
+            "uint64_t",
+        ),
+        "u8",
+    ),
+    (("float",), "f4"),
+    (("double",), "f8"),
+):
+    for _n in _names:
+        _NRRD_TYPES[_n] = _code
+
+#: NRRD fields that make a reader open another file; a mask must carry its own voxels.
+_NRRD_DETACHED = ("data file", "datafile")
+_NRRD_MAX_HEADER = 1 << 20
+
+
+def _nrrd_header(raw: bytes) -> tuple[dict[str, Any], int]:
+    """Parse the header of an NRRD file with attached data; return (fields, data offset)."""
     import nrrd
 
-    fh = io.BytesIO(raw)
+    if not raw.startswith(b"NRRD000"):
+        raise MaskDecodeError("not an NRRD file (no NRRD magic)")
+    end = raw.find(b"\n\n", 0, _NRRD_MAX_HEADER)
+    if end < 0:
+        end_crlf = raw.find(b"\r\n\r\n", 0, _NRRD_MAX_HEADER)
+        if end_crlf < 0:
+            raise MaskDecodeError("NRRD header has no end (blank line) in its first 1 MiB")
+        header_bytes, offset = raw[:end_crlf], end_crlf + 4
+    else:
+        header_bytes, offset = raw[:end], end + 2
     try:
-        header = nrrd.read_header(fh)
-        arr = nrrd.read_data(header, fh, index_order="F")
+        text = header_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        raise MaskDecodeError("NRRD header is not ASCII text") from None
+    lowered = [line.split(":", 1)[0].strip().lower() for line in text.splitlines()]
+    if any(key in _NRRD_DETACHED for key in lowered):
+        raise MaskDecodeError(
+            "NRRD header names a separate data file; masks must carry their voxels "
+            "(attached data, one .nrrd file per case)"
+        )
+    try:
+        header = nrrd.read_header(io.StringIO(text + "\n"))
     except Exception as exc:  # pynrrd raises many types on bad input
-        raise MaskDecodeError(f"unreadable NRRD ({type(exc).__name__}: {exc})") from exc
-    arr = np.asarray(arr)
+        raise MaskDecodeError(f"unreadable NRRD header ({type(exc).__name__})") from None
+    return dict(header), offset
+
+
+def _nrrd(
+    raw: bytes, *, max_bytes: int, expected_shape: tuple[int, ...] | None
+) -> tuple[NDArray[np.generic], Grid]:
+    header, offset = _nrrd_header(raw)
+    type_name = str(header.get("type", "")).strip().lower()
+    code = _NRRD_TYPES.get(type_name)
+    if code is None:
+        raise MaskDecodeError(f"unsupported NRRD type {type_name[:40]!r} (labels must be integers)")
+    dtype = np.dtype(code)
+    if dtype.itemsize > 1:
+        endian = str(header.get("endian", "")).strip().lower()
+        if endian not in ("little", "big"):
+            raise MaskDecodeError("NRRD header needs 'endian: little' or 'endian: big'")
+        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+    try:
+        sizes = tuple(int(n) for n in np.asarray(header.get("sizes", ())).ravel())
+        dimension = int(header.get("dimension", len(sizes)))
+    except (TypeError, ValueError, OverflowError):
+        raise MaskDecodeError("invalid 'sizes' in the NRRD header") from None
+    if dimension != len(sizes):
+        raise MaskDecodeError(f"NRRD 'dimension: {dimension}' but {len(sizes)} sizes")
+    for key in ("byte skip", "byteskip", "line skip", "lineskip"):
+        if key in header and int(header[key]) != 0:
+            raise MaskDecodeError(f"NRRD '{key}' is not supported for masks")
+    nbytes = _check_declared(sizes, dtype.itemsize, max_bytes, expected_shape)
+    encoding = str(header.get("encoding", "")).strip().lower()
+    body = memoryview(raw)[offset:]
+    if encoding == "raw":
+        if len(body) < nbytes:
+            raise MaskDecodeError(f"truncated voxel data ({len(body)} of {nbytes} bytes present)")
+        data: bytes | memoryview = body[:nbytes]
+    elif encoding in ("gzip", "gz"):
+        data = _inflate_exact(bytes(body), nbytes, max_bytes)
+    elif encoding in ("bzip2", "bz2"):
+        import bz2
+
+        dec = bz2.BZ2Decompressor()
+        try:
+            data = dec.decompress(bytes(body), max_length=nbytes)
+        except (OSError, ValueError, EOFError) as exc:
+            raise MaskDecodeError(f"corrupt bzip2 data ({type(exc).__name__})") from None
+        if len(data) < nbytes:
+            raise MaskDecodeError(f"truncated voxel data ({len(data)} of {nbytes} bytes present)")
+    else:
+        raise MaskDecodeError(
+            f"NRRD encoding {encoding[:40]!r} is not supported for masks (use raw or gzip)"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(sizes)).reshape(sizes, order="F")
+    if dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        arr = arr.astype(dtype.newbyteorder("="))
     spacing: tuple[float, ...] | None = None
     affine = None
     directions = header.get("space directions")
     if directions is not None:
-        rows = [np.asarray(r, dtype=np.float64) for r in directions]
+        try:
+            rows = [np.asarray(r, dtype=np.float64) for r in directions]
+        except (TypeError, ValueError):
+            raise MaskDecodeError("invalid 'space directions' in the NRRD header") from None
         spatial = [r for r in rows if r.ndim == 1 and np.all(np.isfinite(r))]
-        if len(spatial) == arr.ndim:
-            spacing = tuple(float(np.linalg.norm(r)) for r in spatial)
-            origin = np.asarray(header.get("space origin", np.zeros(arr.ndim)), dtype=np.float64)
-            affine = np.eye(arr.ndim + 1)
-            affine[: arr.ndim, : arr.ndim] = np.stack(spatial, axis=1)
-            affine[: arr.ndim, arr.ndim] = origin
+        if len(spatial) != arr.ndim or any(r.shape != (arr.ndim,) for r in spatial):
+            raise MaskDecodeError(
+                f"'space directions' of the NRRD header do not fit a {arr.ndim}-D mask"
+            )
+        spacing = tuple(float(np.linalg.norm(r)) for r in spatial)
+        try:
+            origin = np.asarray(
+                header.get("space origin", np.zeros(arr.ndim)), dtype=np.float64
+            ).ravel()
+        except (TypeError, ValueError):
+            raise MaskDecodeError("invalid 'space origin' in the NRRD header") from None
+        if origin.shape != (arr.ndim,):
+            raise MaskDecodeError(f"'space origin' of the NRRD header is not {arr.ndim}-D")
+        affine = np.eye(arr.ndim + 1)
+        affine[: arr.ndim, : arr.ndim] = np.stack(spatial, axis=1)
+        affine[: arr.ndim, arr.ndim] = origin
     elif "spacings" in header:
-        spacing = tuple(float(s) for s in header["spacings"])
+        try:
+            spacing = tuple(float(s) for s in np.asarray(header["spacings"]).ravel())
+        except (TypeError, ValueError):
+            raise MaskDecodeError("invalid 'spacings' in the NRRD header") from None
     return arr, Grid(tuple(arr.shape), spacing, affine, f"nrrd:{header.get('space', '')}")
 
 
-def _png(raw: bytes) -> tuple[NDArray[np.generic], Grid]:
+_PNG_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I": 4, "I;16": 2, "I;16B": 2, "I;16L": 2}
+
+
+def _png(
+    raw: bytes, *, max_bytes: int, expected_shape: tuple[int, ...] | None
+) -> tuple[NDArray[np.generic], Grid]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as im:
+            if im.mode not in _PNG_BYTES_PER_PIXEL:
                 raise MaskDecodeError(
                     f"PNG mask must be single-channel (mode L, P, I or I;16), got {im.mode}"
                 )
+            width, height = im.size
+            _check_declared(
+                (height, width), _PNG_BYTES_PER_PIXEL[im.mode], max_bytes, expected_shape
+            )
             im.load()
             arr = np.array(im)
     except MaskDecodeError:
         raise
     except Exception as exc:  # PIL raises many types on bad input
-        raise MaskDecodeError(f"unreadable PNG ({type(exc).__name__})") from exc
+        raise MaskDecodeError(f"unreadable PNG ({type(exc).__name__})") from None
     return arr, Grid(tuple(arr.shape), (1.0,) * arr.ndim, None, "")
 
 
-def _npy(raw: bytes, npz: bool) -> tuple[NDArray[np.generic], Grid]:
-    spacing: tuple[float, ...] | None = None
+def _npy_array(
+    raw: bytes, *, max_bytes: int, expected_shape: tuple[int, ...] | None
+) -> NDArray[np.generic]:
+    """Read one ``.npy`` payload, checking its header's shape and type before the data."""
+    fh = io.BytesIO(raw)
     try:
-        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
-        if npz:
-            keys = [k for k in loaded.files if k != "spacing"]
-            if len(keys) != 1:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise MaskDecodeError(f"unsupported .npy version {version}")
+    except MaskDecodeError:
+        raise
+    except Exception as exc:  # numpy raises ValueError and others on a bad header
+        raise MaskDecodeError(f"unreadable NumPy header ({type(exc).__name__})") from None
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
+        raise MaskDecodeError(f"unsupported data type {dtype} (labels must be integers)")
+    shape = tuple(int(n) for n in shape)
+    nbytes = _check_declared(shape, dtype.itemsize, max_bytes, expected_shape)
+    start = fh.tell()
+    if len(raw) - start < nbytes:
+        raise MaskDecodeError(
+            f"truncated voxel data ({len(raw) - start} of {nbytes} bytes present)"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=start)
+    arr = arr.reshape(shape, order="F" if fortran else "C")
+    if dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def _npz(
+    raw: bytes, *, max_bytes: int, expected_shape: tuple[int, ...] | None
+) -> tuple[NDArray[np.generic], tuple[float, ...] | None]:
+    import zipfile
+
+    from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
+
+    limits = ZipLimits(
+        max_members=2, max_member_bytes=max_bytes + 4096, max_total_bytes=max_bytes * 2
+    )
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            members = {n: i for n, i in iter_members(zf, limits=limits)}
+            keys = sorted(n.removesuffix(".npy") for n in members)
+            arrays = [k for k in keys if k != "spacing"]
+            if len(arrays) != 1:
                 raise MaskDecodeError(
                     f".npz must hold exactly one array (plus optional 'spacing'), got {keys}"
                 )
-            arr = np.asarray(loaded[keys[0]])
-            if "spacing" in loaded.files:
-                spacing = tuple(float(s) for s in np.asarray(loaded["spacing"]).ravel())
-        else:
-            arr = np.asarray(loaded)
+            arr = _npy_array(
+                read_member(zf, members[arrays[0] + ".npy"], max_bytes=limits.max_member_bytes),
+                max_bytes=max_bytes,
+                expected_shape=expected_shape,
+            )
+            spacing: tuple[float, ...] | None = None
+            if "spacing" in keys:
+                sp = _npy_array(
+                    read_member(zf, members["spacing.npy"], max_bytes=4096),
+                    max_bytes=4096,
+                    expected_shape=None,
+                )
+                spacing = tuple(float(s) for s in np.asarray(sp, dtype=np.float64).ravel())
     except MaskDecodeError:
         raise
-    except Exception as exc:  # numpy raises ValueError, EOFError, BadZipFile, ...
-        raise MaskDecodeError(f"unreadable NumPy file ({type(exc).__name__})") from exc
-    if spacing is not None and len(spacing) != arr.ndim:
-        raise MaskDecodeError(f"'spacing' has {len(spacing)} values for a {arr.ndim}-D mask")
-    return arr, Grid(tuple(arr.shape), spacing, None, "")
+    except (UnsafeArchiveError, KeyError) as exc:
+        raise MaskDecodeError(f"unreadable .npz ({exc})") from None
+    except Exception as exc:  # zipfile raises BadZipFile, zlib.error, ...
+        raise MaskDecodeError(f"unreadable .npz ({type(exc).__name__})") from None
+    return arr, spacing
 
 
 def _to_labels(arr: NDArray[np.generic]) -> tuple[NDArray[np.generic], int, int]:
@@ -237,26 +512,68 @@ def _to_labels(arr: NDArray[np.generic]) -> tuple[NDArray[np.generic], int, int]
     return arr, lo, hi
 
 
-def decode_mask(
-    raw: bytes, extension: str, *, max_voxel_bytes: int = DEFAULT_MAX_VOXEL_BYTES
-) -> Mask:
-    """Decode the bytes of one mask file with the given extension (``.nii.gz``, ...)."""
-    ext = extension.lower()
-    if ext == ".nii.gz":
-        arr, grid = _nifti(_gunzip_fast(raw, max_voxel_bytes))
-    elif ext == ".nii":
-        arr, grid = _nifti(raw)
-    elif ext == ".nrrd":
-        arr, grid = _nrrd(raw)
-    elif ext == ".png":
-        arr, grid = _png(raw)
-    elif ext in (".npy", ".npz"):
-        arr, grid = _npy(raw, ext == ".npz")
-    else:
-        raise MaskDecodeError(f"unsupported extension {extension}")
+def _decode(
+    raw: bytes, ext: str, max_bytes: int, expected_shape: tuple[int, ...] | None
+) -> tuple[NDArray[np.generic], Grid]:
+    if ext in (".nii.gz", ".nii"):
+        return _nifti(
+            raw, compressed=ext == ".nii.gz", max_bytes=max_bytes, expected_shape=expected_shape
+        )
+    if ext == ".nrrd":
+        return _nrrd(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+    if ext == ".png":
+        return _png(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+    if ext == ".npy":
+        arr = _npy_array(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+        return arr, Grid(tuple(arr.shape), None, None, "")
+    if ext == ".npz":
+        arr, spacing = _npz(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+        return arr, Grid(tuple(arr.shape), spacing, None, "")
+    raise MaskDecodeError(f"unsupported extension {ext}")
+
+
+def _check_grid(arr: NDArray[np.generic], grid: Grid) -> None:
+    """One place for the geometry rules every format must meet."""
     if arr.ndim not in (2, 3):
         raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {tuple(arr.shape)}")
-    if grid.spacing is not None and not all(math.isfinite(x) and x > 0 for x in grid.spacing):
-        raise MaskDecodeError(f"invalid voxel spacing {grid.spacing} in the header")
-    data, lo, hi = _to_labels(arr)
+    if grid.spacing is not None:
+        if len(grid.spacing) != arr.ndim:
+            raise MaskDecodeError(
+                f"the header gives {len(grid.spacing)} voxel spacing(s) for a {arr.ndim}-D mask"
+            )
+        if not all(math.isfinite(x) and x > 0 for x in grid.spacing):
+            raise MaskDecodeError(f"invalid voxel spacing {grid.spacing} in the header")
+    if grid.affine is not None and (
+        grid.affine.shape not in ((arr.ndim + 1, arr.ndim + 1), (4, 4))
+        or not np.all(np.isfinite(grid.affine))
+    ):
+        raise MaskDecodeError("invalid orientation (affine) in the header")
+
+
+def decode_mask(
+    raw: bytes,
+    extension: str,
+    *,
+    max_voxel_bytes: int = DEFAULT_MAX_VOXEL_BYTES,
+    expected_shape: tuple[int, ...] | None = None,
+) -> Mask:
+    """Decode the bytes of one mask file with the given extension (``.nii.gz``, ...).
+
+    Sizes declared in the file (its header, the gzip trailer) are checked against
+    ``max_voxel_bytes`` and, when given, ``expected_shape`` (the reference's) *before* any
+    voxel is inflated, so a small file cannot claim gigabytes. Nothing outside ``raw`` is ever
+    opened: NRRD detached data files and NIfTI ``.hdr/.img`` pairs are refused. Every problem is
+    a :class:`MaskDecodeError` with a one-line reason that names no path.
+    """
+    ext = extension.lower()
+    try:
+        arr, grid = _decode(raw, ext, max_voxel_bytes, expected_shape)
+        _check_grid(arr, grid)
+        data, lo, hi = _to_labels(arr)
+    except MaskDecodeError:
+        raise
+    except MemoryError:
+        raise MaskDecodeError("the mask does not fit in the decoder's memory limit") from None
+    except Exception as exc:  # any other fault of a decoder on these bytes
+        raise MaskDecodeError(f"unreadable {ext} file ({type(exc).__name__})") from None
     return Mask(data, grid, lo, hi)

@@ -13,6 +13,7 @@ import posixpath
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,12 @@ def iter_members(
     yield from checked
 
 
+def _reason(exc: BaseException) -> str:
+    """A short reason from a decoder's exception, without anything that looks like a path."""
+    text = " ".join(str(exc).split())[:120]
+    return "corrupt data" if "/" in text else text
+
+
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, max_bytes: int) -> bytes:
     """Read one member, stopping as soon as more than ``max_bytes`` come out."""
     if info.file_size > max_bytes:
@@ -121,9 +128,14 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, max_bytes: int) -
                         member=info.filename,
                     )
                 chunks.append(block)
-    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        # corrupt deflate streams, bad CRCs, encrypted members, unknown compression methods
         raise UnsafeArchiveError(
-            f"cannot be read ({type(exc).__name__}: {exc})", member=info.filename
+            f"cannot be read ({type(exc).__name__}: {_reason(exc)})", member=info.filename
+        ) from exc
+    except OSError as exc:
+        raise UnsafeArchiveError(
+            f"cannot be read ({exc.strerror or type(exc).__name__})", member=info.filename
         ) from exc
     return b"".join(chunks)
 
@@ -143,8 +155,12 @@ def safe_extract(
     total = 0
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsafeArchiveError(f"not a readable zip archive ({exc})") from exc
+    except zipfile.BadZipFile as exc:
+        raise UnsafeArchiveError(f"not a readable zip archive ({_reason(exc)})") from exc
+    except OSError as exc:
+        raise UnsafeArchiveError(
+            f"not a readable zip archive ({exc.strerror or type(exc).__name__})"
+        ) from exc
     with zf:
         for name, info in iter_members(zf, limits=limits):
             target = (root / name).resolve()

@@ -8,9 +8,10 @@ memory whole.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
@@ -19,6 +20,7 @@ __all__ = [
     "MASK_EXTENSIONS",
     "CaseFile",
     "CaseFiles",
+    "case_of",
     "error_class",
     "list_case_files",
     "split_extension",
@@ -84,18 +86,29 @@ def _add(
     err: ErrorClass,
     container: str,
 ) -> None:
+    case_id, ext = case_of(rel, display, extensions, files, err)
+    files[case_id] = CaseFile(case_id, ext, display, read)
+
+
+def case_of(
+    rel: str,
+    display: str,
+    extensions: Iterable[str],
+    taken: Mapping[str, Any],
+    err: ErrorClass = InvalidSubmission,
+) -> tuple[str, str]:
+    """The case id and extension a file stands for; refuses an unsupported type and a case id
+    that ``taken`` (case id -> an entry with a ``display`` name) already holds."""
+    extensions = tuple(extensions)
     base = rel.rsplit("/", 1)[-1]
     split = split_extension(base, extensions)
     if split is None:
         raise err(f"unsupported file type (expected one of {', '.join(extensions)})", file=display)
     case_id, ext = split
-    if case_id in files:
-        raise err(
-            f"duplicate case id: also given as {files[case_id].display}",
-            file=display,
-            case=case_id,
-        )
-    files[case_id] = CaseFile(case_id, ext, display, read)
+    if case_id in taken:
+        shown = getattr(taken[case_id], "display", taken[case_id])
+        raise err(f"duplicate case id: also given as {shown}", file=display, case=case_id)
+    return case_id, ext
 
 
 def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> Callable[[], bytes]:
@@ -150,8 +163,11 @@ def list_case_files(
     if path.suffix.lower() == ".zip":
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise err(f"not a readable zip archive ({exc})", file=shown) from exc
+        except zipfile.BadZipFile as exc:
+            raise err("not a readable zip archive", file=shown) from exc
+        except (OSError, ValueError, EOFError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise err(f"not a readable zip archive ({reason})", file=shown) from exc
         try:
             members = list(iter_members(zf, limits=limits))
         except UnsafeArchiveError as exc:

@@ -12,8 +12,10 @@ is wrong; a message about predictions never reveals a reference label.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,13 +62,38 @@ class ClassificationPredictions:
     kind: str  # "score", "class_columns" or "label"
 
 
-def _read_table(raw: bytes, display: str, err: type[EvaluatorInputError]) -> pd.DataFrame:
+#: a header line longer than this is not a header of any table Scanbench reads
+_MAX_HEADER_CHARS = 1 << 16
+
+
+def _check_header(
+    text: str, display: str, err: type[EvaluatorInputError], max_columns: int
+) -> None:
+    """Refuse a table whose header has more columns than any valid file of its kind, before the
+    parser sees it (a parser's cost grows with columns times rows)."""
+    line = text.lstrip("\r\n").split("\n", 1)[0]
+    if len(line) > _MAX_HEADER_CHARS:
+        raise err(f"the header line is over {_MAX_HEADER_CHARS} characters long", file=display)
+    try:
+        header = next(csv.reader([line], skipinitialspace=True))
+    except (csv.Error, StopIteration):
+        raise err("unreadable CSV header", file=display) from None
+    if len(header) > max_columns:
+        raise err(
+            f"{len(header)} columns in the header, at most {max_columns} expected", file=display
+        )
+
+
+def _read_table(
+    raw: bytes, display: str, err: type[EvaluatorInputError], max_columns: int
+) -> pd.DataFrame:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise err("not a UTF-8 text CSV file", file=display) from None
     if not text.strip():
         raise err("the CSV file is empty", file=display)
+    _check_header(text, display, err, max_columns)
     try:
         df = pd.read_csv(
             io.StringIO(text),
@@ -78,7 +105,8 @@ def _read_table(raw: bytes, display: str, err: type[EvaluatorInputError]) -> pd.
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise err(f"unreadable CSV ({exc})", file=display) from exc
     df.columns = [str(c).strip() for c in df.columns]
-    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    seen = Counter(df.columns)
+    dupes = sorted(c for c, n in seen.items() if n > 1)
     if dupes:
         raise err(f"duplicate column(s): {_listing(dupes)}", file=display)
     if "case_id" not in df.columns:
@@ -133,7 +161,7 @@ def _integers(
 def read_reference_csv(raw: bytes, display: str) -> ClassificationReference:
     """Parse a ``case_id,label`` reference."""
     err = InvalidReference
-    df = _read_table(raw, display, err)
+    df = _read_table(raw, display, err, max_columns=2)
     if set(df.columns) != {"case_id", "label"}:
         raise err(
             f"a reference must have exactly the columns case_id,label "
@@ -156,7 +184,7 @@ def read_predictions_csv(
 ) -> ClassificationPredictions:
     """Parse predictions for a reference with the given ``classes`` (sorted class labels)."""
     err = InvalidSubmission
-    df = _read_table(raw, display, err)
+    df = _read_table(raw, display, err, max_columns=len(classes) + 1)
     cols = [c for c in df.columns if c != "case_id"]
     class_cols = [f"class_{k}" for k in classes]
     binary = list(classes) == [0, 1]
