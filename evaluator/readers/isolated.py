@@ -207,7 +207,12 @@ _PR_SET_DUMPABLE = 4
 
 
 def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    ulong, cstr = ctypes.c_ulong, ctypes.c_char_p
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.mount.argtypes = [cstr, cstr, cstr, ulong, ctypes.c_void_p]
+    libc.prctl.argtypes = [ctypes.c_int, ulong, ulong, ulong, ulong]
+    return libc
 
 
 def _write(path: str, text: str) -> None:
@@ -590,19 +595,24 @@ class Decoder:
         )
         self.isolation: list[str] = []
         self.cases: dict[str, tuple[str, str]] = {}
-        self._first = self._receive_header()
-        self.isolation = [str(x) for x in self._first.get("isolation", [])][:10]
-        if task == "segmentation":
-            cases = self._first.get("cases")
-            if not isinstance(cases, dict):
-                raise self._protocol_error()
-            self.cases = {str(c): (str(v[0]), str(v[1])) for c, v in cases.items()}
+        try:
+            self._first = self._receive_header()
+            self.isolation = [str(x) for x in self._first.get("isolation", [])][:10]
+            if task == "segmentation":
+                cases = self._first.get("cases")
+                if not isinstance(cases, dict):
+                    raise self._protocol_error()
+                self.cases = {str(c): (str(v[0]), str(v[1])) for c, v in cases.items()}
+        except BaseException:
+            self.close()
+            raise
 
     # -- plumbing
 
     def _fail(
         self, problem: str, file: str | None = None, case: str | None = None
     ) -> InvalidSubmission:
+        """The child cannot go on (it died, lied or ran out of time): end it."""
         self.close()
         return InvalidSubmission(problem, file=file or self.display, case=case)
 
@@ -632,10 +642,12 @@ class Decoder:
         if not isinstance(header, dict):
             raise self._protocol_error()
         if not header.get("ok"):
-            raise self._fail(
+            # The child refused this file or case and goes on serving (other threads may still
+            # be asking it for their cases); the first decode error ends the scoring anyway.
+            raise InvalidSubmission(
                 one_line(str(header.get("problem") or "cannot be decoded")),
-                file=header.get("file") if isinstance(header.get("file"), str) else None,
-                case=header.get("case") if isinstance(header.get("case"), str) else None,
+                file=header["file"] if isinstance(header.get("file"), str) else self.display,
+                case=header["case"] if isinstance(header.get("case"), str) else None,
             )
         return header
 
