@@ -68,7 +68,8 @@ class ScoreOptions:
     instead of rejecting the submission. ``workers`` is the number of threads scoring cases
     (default: the CPU count, at most 4). ``isolation``, when given, decodes the predictions in a
     separate locked-down process with those limits (:mod:`evaluator.readers.isolated`); the
-    platform always sets it, a laptop may leave it out.
+    platform always sets it, a laptop may leave it out. ``predictions_name`` is the name
+    messages use for the predictions (the participant's own file name; default: the path's).
     """
 
     threshold: float = 0.5
@@ -84,6 +85,7 @@ class ScoreOptions:
     workers: int | None = None
     limits: ZipLimits = field(default_factory=ZipLimits)
     isolation: DecodeLimits | None = None
+    predictions_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,14 +302,21 @@ class _PredictionMasks:
         self._limits = options.limits
         if options.isolation is not None:
             self._decoder = Decoder(
-                "segmentation", predictions, predictions.name or str(predictions), options.isolation
+                "segmentation", predictions, _shown(predictions, options), options.isolation
             )
             self.display = self._decoder.display
             self.names = {c: d for c, (d, _e) in self._decoder.cases.items()}
+            self.decoding = list(self._decoder.isolation)
         else:
-            self._files = list_case_files(predictions, role="predictions", limits=options.limits)
+            self._files = list_case_files(
+                predictions,
+                role="predictions",
+                limits=options.limits,
+                display=_shown(predictions, options),
+            )
             self.display = self._files.display
             self.names = {c: f.display for c, f in self._files.files.items()}
+            self.decoding = ["in-process"]
 
     def decode(self, case_id: str, expected_shape: tuple[int, ...]) -> Mask:
         if self._decoder is not None:
@@ -418,6 +427,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
     ):
         if not refs.files:
             raise InvalidReference("no reference masks found", file=refs.display)
+        decoding = preds.decoding
         missing = set(_check_ids(refs.files, preds.names, preds.display, options.on_missing))
         scored = _scored_ids(list(refs.files), options.case_ids)
         workers = max(1, options.workers or min(4, os.cpu_count() or 1))
@@ -490,6 +500,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
     meta.update(
         {
             "n_cases": len(cases),
+            "decoding": decoding,
             "labels": labels,
             "missing_cases": sorted(missing & set(scored)),
             "worst_filled": {k: len(v) for k, v in sorted(filled.items())},
@@ -524,9 +535,16 @@ def _mean_intervals(
 # ------------------------------------------------------------------------- classification
 
 
-def _read_csv_bytes(path: Path, role: str, limits: ZipLimits) -> tuple[bytes, str]:
+def _shown(path: Path, options: ScoreOptions) -> str:
+    """The predictions' name in messages: the participant's file name, never a server path."""
+    return options.predictions_name or path.name or "predictions"
+
+
+def _read_csv_bytes(
+    path: Path, role: str, limits: ZipLimits, shown: str | None = None
+) -> tuple[bytes, str]:
     err = InvalidReference if role == "reference" else InvalidSubmission
-    shown = path.name or str(path)
+    shown = shown or path.name or str(path)
     if path.is_symlink():
         raise err("symbolic links are not allowed", file=shown)
     if path.is_dir():
@@ -594,12 +612,13 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         tuple(ref.classes),
         options.isolation,
     )
+    decoding = ["in-process"]
     if pred_key[1] is not None and pred_key in _table_cache:
-        pred, pred_display = _table_cache[pred_key]
+        pred, pred_display, decoding = _table_cache[pred_key]
     elif options.isolation is not None:
-        pred_display, ids, probs, hard, kind = decode_table_isolated(
+        pred_display, ids, probs, hard, kind, decoding = decode_table_isolated(
             predictions,
-            predictions.name or str(predictions),
+            _shown(predictions, options),
             options.isolation,
             classes=ref.classes,
         )
@@ -607,12 +626,14 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             raise InvalidSubmission("the decoder sent an invalid table", file=pred_display)
         pred = ClassificationPredictions(ids, probs, hard, kind)
         if pred_key[1] is not None:
-            _remember(_table_cache, pred_key, (pred, pred_display))
+            _remember(_table_cache, pred_key, (pred, pred_display, decoding))
     else:
-        pred_raw, pred_display = _read_csv_bytes(predictions, "predictions", options.limits)
+        pred_raw, pred_display = _read_csv_bytes(
+            predictions, "predictions", options.limits, _shown(predictions, options)
+        )
         pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)
         if pred_key[1] is not None:
-            _remember(_table_cache, pred_key, (pred, pred_display))
+            _remember(_table_cache, pred_key, (pred, pred_display, decoding))
 
     missing = set(_check_ids(ref.case_ids, pred.case_ids, pred_display, options.on_missing))
     scored = _scored_ids(ref.case_ids, options.case_ids)
@@ -719,6 +740,7 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             "n_cases": len(scored),
             "classes": ref.classes,
             "prediction_kind": pred.kind,
+            "decoding": decoding,
             "prevalence": {
                 str(c): (float(np.mean(y == c)) if len(y) else None) for c in ref.classes
             },

@@ -37,7 +37,7 @@ def decode_limits() -> DecodeLimits:
     )
 
 
-def _options(phase: Phase, case_ids: list[str]) -> ScoreOptions:
+def _options(phase: Phase, case_ids: list[str], predictions_name: str) -> ScoreOptions:
     classes = phase.challenge.classes or []
     labels = (
         list(range(1, len(classes) + 1))
@@ -56,6 +56,7 @@ def _options(phase: Phase, case_ids: list[str]) -> ScoreOptions:
         on_missing="worst",
         # Participants' bytes are decoded in a locked-down child, bounded (docs/security.md).
         isolation=decode_limits(),
+        predictions_name=predictions_name,
         limits=ZipLimits(
             max_member_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
             max_total_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
@@ -74,6 +75,12 @@ def evaluation_score(*, evaluation_id: int) -> None:
     submission = evaluation.submission
     phase = submission.phase
     predictions = Path(evaluation.predictions or submission.file.path)
+    # Messages name the participant's own file (the stored name is the server's).
+    shown = (
+        "predictions"
+        if evaluation.predictions
+        else (getattr(submission, "original_name", "") or predictions.name)
+    )
     started = time.perf_counter()
     try:
         reference = reference_for_phase(phase=phase)
@@ -84,7 +91,7 @@ def evaluation_score(*, evaluation_id: int) -> None:
                     phase.challenge.task_type,
                     reference.path,
                     predictions,
-                    options=_options(phase, ids),
+                    options=_options(phase, ids, shown),
                 )
                 results[part] = report.to_json()
     except InvalidSubmission as exc:

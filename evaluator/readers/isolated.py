@@ -653,7 +653,7 @@ class Decoder:
 
     # -- answers
 
-    def table(self) -> tuple[str, list[str], np.ndarray[Any, Any], bool, str]:
+    def table(self) -> tuple[str, list[str], np.ndarray[Any, Any], bool, str, list[str]]:
         """(display, case ids, probabilities (n, k), hard labels?, kind) of a table."""
         h = self._first
         try:
@@ -673,6 +673,7 @@ class Decoder:
             probs,
             bool(h["hard_labels"]),
             str(h["kind"]),
+            list(self.isolation),
         )
 
     def mask(self, case_id: str, *, expected_shape: Sequence[int] | None) -> Mask:
@@ -792,7 +793,8 @@ def _labels(arr: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], int, int]:
 
 def decode_table_isolated(
     path: str | os.PathLike[str], display: str, limits: DecodeLimits, *, classes: Sequence[int]
-) -> tuple[str, list[str], np.ndarray[Any, Any], bool, str]:
-    """Parse a classification predictions file (CSV, or a zip or folder holding one) in a child."""
+) -> tuple[str, list[str], np.ndarray[Any, Any], bool, str, list[str]]:
+    """Parse a classification predictions file (CSV, or a zip or folder holding one) in a child;
+    the last item lists the lock-down steps the child could apply."""
     with Decoder("classification", path, display, limits, classes=classes) as dec:
         return dec.table()

@@ -132,6 +132,7 @@ def list_case_files(
     role: str,
     extensions: tuple[str, ...] = MASK_EXTENSIONS,
     limits: ZipLimits | None = None,
+    display: str | None = None,
 ) -> CaseFiles:
     """List the case files of a folder (searched recursively), a ``.zip`` or a single file.
 
@@ -142,7 +143,7 @@ def list_case_files(
     """
     limits = limits or ZipLimits()
     err = error_class(role)
-    shown = path.name or str(path)
+    shown = display or path.name or str(path)
     files: dict[str, CaseFile] = {}
     if path.is_symlink():
         raise err("symbolic links are not allowed", file=shown)
@@ -187,5 +188,5 @@ def list_case_files(
             _add(files, rel, display, read, extensions, err, shown)
         return CaseFiles(files, shown, zf)
     read = _file_reader(path, limits.max_member_bytes, shown, err)
-    _add(files, path.name, shown, read, extensions, err, shown)
+    _add(files, shown, shown, read, extensions, err, shown)
     return CaseFiles(files, shown)
