@@ -112,9 +112,15 @@ class SubmissionAdmin(admin.ModelAdmin[Submission]):
 
 @admin.register(Evaluation)
 class EvaluationAdmin(admin.ModelAdmin[Evaluation]):
-    list_display = ["id", "submission", "attempt", "state", "queued_at", "finished_at"]
+    list_display = [
+        "id", "submission", "attempt", "state", "deliveries", "lease_expires_at", "queued_at",
+        "finished_at",
+    ]  # fmt: skip
     list_filter = ["state"]
-    readonly_fields = ["queued_at", "deliveries"]
+    # Deliveries and the lease belong to the workers and the reaper (docs/pipeline.md).
+    readonly_fields = [
+        "queued_at", "deliveries", "stage_deliveries", "lease_owner", "lease_expires_at",
+    ]  # fmt: skip
 
 
 @admin.register(Result)

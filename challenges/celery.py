@@ -22,8 +22,11 @@ def scanbench_task(
 
     ``acks_late`` + ``reject_on_worker_lost``: a task whose worker is killed goes back to the
     broker instead of being lost, so every task must be idempotent (check the state, lock the
-    row, do each step once per attempt). ``soft_time_limit`` defaults to 90 % of the hard one so
-    the task can record a clean failure before it is killed.
+    row, do each step once per attempt). Not every broker keeps it (kombu's file-system
+    transport drops a message once a worker has read it), so the evaluation tasks do not rely
+    on it: they hold their evaluation under a renewed lease and the reaper re-sends whatever a
+    dead worker held (``challenges.services.evaluations``). ``soft_time_limit`` defaults to 90 %
+    of the hard one so the task can record a clean failure before it is killed.
     """
 
     def decorate(func: Callable[..., Any]) -> Any:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from challenges.models import (
     Challenge,
@@ -83,10 +84,27 @@ def user_is_organizer(*, user: Any, challenge: Challenge) -> bool:
     return challenge.organizers.filter(pk=user.pk).exists()
 
 
+def private_part_revealed(*, phase: Phase, now: datetime | None = None) -> bool:
+    """Whether the private part of a phase may be shown to everyone: the phase has closed and
+    so has every other phase scored on the same hidden test cases (the same data set). While
+    one of them is open or yet to open, a closed phase's private scores would tell its
+    participants how their submissions do on the cases that decide the final standings."""
+    now = now or timezone.now()
+    if not phase.is_closed(now):
+        return False
+    return (
+        not Phase.objects.filter(dataset_id=phase.dataset_id)
+        .filter(Q(closes_at__isnull=True) | Q(closes_at__gt=now))
+        .exists()
+    )
+
+
 def private_leaderboard_visible(*, user: Any, phase: Phase, now: datetime | None = None) -> bool:
-    """The private part decides the final standings: hidden from everyone but the organizers
-    until the phase closes, then shown to all."""
-    return phase.is_closed(now) or user_is_organizer(user=user, challenge=phase.challenge)
+    """The private part decides the final standings: organizers always see it, everyone else
+    once it is revealed (:func:`private_part_revealed`). Pages and the API both ask here."""
+    if user_is_organizer(user=user, challenge=phase.challenge):
+        return True
+    return private_part_revealed(phase=phase, now=now)
 
 
 class LeaderboardHidden(PermissionError):
@@ -98,12 +116,16 @@ def leaderboard_for_phase(
 ) -> QuerySet[LeaderboardEntry]:
     """The materialized rows of one part, in rank order. Never computes a metric.
 
-    Raises LeaderboardHidden for the private part before the phase closes (organizers excepted).
+    Raises LeaderboardHidden for the private part until it is revealed: the phase and every
+    other phase on the same hidden test cases have closed (organizers excepted).
     """
     if part not in ("public", "private"):
         raise ValueError(f"unknown leaderboard part {part!r}: use public or private")
     if part == "private" and not private_leaderboard_visible(user=user, phase=phase, now=now):
-        raise LeaderboardHidden("The private leaderboard is revealed when the phase closes.")
+        raise LeaderboardHidden(
+            "The private leaderboard is revealed when this phase and every other phase scored "
+            "on the same hidden test cases have closed."
+        )
     return LeaderboardEntry.objects.filter(phase=phase, part=part).order_by(
         "rank", "display_name", "pk"
     )

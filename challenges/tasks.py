@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that take ids and call services (STYLE.md)."""
 
 import socket
+from collections.abc import Callable
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import OperationalError
 
 from challenges.celery import scanbench_task
@@ -10,6 +12,27 @@ from challenges.services.workers import worker_heartbeat_record
 # Transient faults (the database restarting, a lost connection) are retried with backoff.
 TRANSIENT = (OperationalError, ConnectionError)
 
+SCORE_TIME_LIMIT_S = 3600
+RUN_TIME_LIMIT_S = 6 * 3600
+
+
+def _under_lease(step: Callable[..., None], *, evaluation_id: int, limit_s: int) -> None:
+    """Run one delivery of an evaluation step holding its lease (renewed while it works), and
+    fail it as the platform's fault if it outlives the task's soft time limit."""
+    from challenges.services.evaluations import evaluation_fail, evaluation_lease
+
+    with evaluation_lease(evaluation_id=evaluation_id):
+        try:
+            step(evaluation_id=evaluation_id)
+        except SoftTimeLimitExceeded:
+            evaluation_fail(
+                evaluation_id=evaluation_id,
+                message=f"The platform stopped this evaluation as it neared the platform's "
+                f"time limit of {limit_s} s; this does not count against your limits.",
+                logs="soft time limit exceeded",
+                platform_fault=True,
+            )
+
 
 @scanbench_task(queue="cpu", time_limit=30)
 def worker_heartbeat(*, queue: str = "cpu") -> None:
@@ -17,20 +40,20 @@ def worker_heartbeat(*, queue: str = "cpu") -> None:
     worker_heartbeat_record(hostname=socket.gethostname(), queue=queue)
 
 
-@scanbench_task(queue="cpu", time_limit=3600, autoretry_for=TRANSIENT)
+@scanbench_task(queue="cpu", time_limit=SCORE_TIME_LIMIT_S, autoretry_for=TRANSIENT)
 def evaluation_score(*, evaluation_id: int) -> None:
     """Validate and score predictions (uploaded, or written by a sandbox run)."""
     from challenges.services.scoring import evaluation_score as score
 
-    score(evaluation_id=evaluation_id)
+    _under_lease(score, evaluation_id=evaluation_id, limit_s=SCORE_TIME_LIMIT_S)
 
 
-@scanbench_task(queue="gpu", time_limit=6 * 3600, autoretry_for=TRANSIENT)
+@scanbench_task(queue="gpu", time_limit=RUN_TIME_LIMIT_S, autoretry_for=TRANSIENT)
 def evaluation_run(*, evaluation_id: int) -> None:
     """Run a model or container submission in the sandbox, then hand it to scoring."""
     from challenges.services.sandbox import evaluation_run as run
 
-    run(evaluation_id=evaluation_id)
+    _under_lease(run, evaluation_id=evaluation_id, limit_s=RUN_TIME_LIMIT_S)
 
 
 @scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
@@ -53,7 +76,8 @@ def leaderboard_update(*, phase_id: int, requested_at: str | None = None) -> Non
 
 @scanbench_task(queue="cpu", time_limit=300, autoretry_for=TRANSIENT)
 def evaluations_reap() -> None:
-    """Periodic (Celery beat): re-send what the broker lost, take back what dead workers held."""
+    """Periodic (Celery beat): re-send what the broker lost, take back evaluations whose lease
+    lapsed (their worker died)."""
     from challenges.services.evaluations import evaluations_reap as reap
 
     reap()

@@ -61,6 +61,25 @@ class Evaluation(models.Model):
     deliveries = models.PositiveIntegerField(
         default=0, help_text="How often a worker took this attempt up (re-deliveries included)."
     )
+    stage_deliveries = models.PositiveIntegerField(
+        default=0,
+        help_text="Deliveries of the current step (the sandbox run, then the scoring); the "
+        "attempt fails as the platform's fault once this would pass SCANBENCH_MAX_DELIVERIES.",
+    )
+    lease_owner = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Token of the delivery that holds this attempt; empty when none does.",
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The holder renews its lease while it works; once it lapses (the worker died) "
+        "the reaper takes the attempt back.",
+    )
     platform_fault = models.BooleanField(
         default=False, help_text="Failed through the platform's fault: not counted to limits."
     )

@@ -1,10 +1,12 @@
 """Materialized leaderboards: recomputed after each result, read without computing metrics.
 
-Per phase and part (public: live; private: hidden until the phase closes), one row per entrant
-(a participant, a team, or a baseline), chosen as the phase says (best or latest submission, or
-the Ladder), ranked on the stored full-precision primary metric, ties sharing a rank. Rank
-intervals (bootstrap over cases) and significance tiers (Wilcoxon + Holm) are added where the
-primary metric is a mean over cases. Every change is kept as a dated snapshot.
+Per phase and part (public: live; private: kept up to date but shown to non-organizers only
+once every phase on the same hidden test cases has closed, ``selectors.private_part_revealed``),
+one row per entrant (a participant, a team, or a baseline), chosen as the phase says (best or
+latest submission, or the Ladder), ranked on the stored full-precision primary metric, ties
+sharing a rank. Rank intervals (bootstrap over cases) and significance tiers (Wilcoxon + Holm)
+are added where the primary metric is a mean over cases. Every change is kept as a dated
+snapshot.
 """
 
 from __future__ import annotations
