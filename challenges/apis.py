@@ -8,6 +8,7 @@ from typing import Any, cast
 from django.contrib.auth.models import User
 from django.db.models import Prefetch
 from rest_framework import permissions, serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -22,7 +23,38 @@ from challenges.selectors import (
     submission_get_for_user,
     user_is_organizer,
 )
-from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
+from challenges.services.submissions import (
+    SubmissionRefused,
+    limits_for,
+    submission_create,
+    submission_precheck,
+)
+from challenges.throttles import UploadThrottle
+
+
+class QueryParameterInvalid(ValueError):
+    """A query parameter is malformed or out of bounds (HTTP 400 with ``detail`` and ``code``)."""
+
+    code = "invalid_parameter"
+
+
+def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    """Integer query parameter ``name`` within ``[low, high]``, ``default`` when absent.
+
+    Every integer the API takes from a query string goes through here, so a huge, negative or
+    non-numeric value is a 400 naming the parameter, never a database error.
+    """
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    text = raw.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        raise QueryParameterInvalid(f"{name} must be a whole number from {low} to {high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise QueryParameterInvalid(f"{name} must be a whole number from {low} to {high}")
+    return value
 
 
 class EvaluationOut(serializers.ModelSerializer[Evaluation]):
@@ -46,7 +78,7 @@ def _evaluation_json(evaluation: Evaluation, *, organizer: bool) -> dict[str, An
 class SubmissionOut(serializers.ModelSerializer[Submission]):
     class Meta:
         model = Submission
-        fields = ["id", "phase", "kind", "sha256", "comment", "created_at"]
+        fields = ["id", "phase", "kind", "original_name", "sha256", "comment", "created_at"]
 
 
 class PhaseLimitsApi(APIView):
@@ -59,10 +91,24 @@ class PhaseLimitsApi(APIView):
         return Response(limits_for(user=cast(User, request.user), phase=phase).to_json())
 
 
+class _SessionAuthenticationCsrfLater(SessionAuthentication):
+    """Session authentication whose CSRF check (which reads the whole body) the view runs
+    itself once the checks that need no body have passed."""
+
+    def enforce_csrf(self, request: Request) -> None:
+        request._request.scanbench_csrf_pending = True  # type: ignore[attr-defined]
+
+
 class SubmissionCreateApi(APIView):
-    """POST multipart ``file`` (and optional ``comment``): submit to a phase."""
+    """POST multipart ``file`` (and optional ``comment``): submit to a phase.
+
+    The phase's state, the caller's limits and the declared ``Content-Length`` are checked
+    before the body is read, so a refused upload is answered without receiving it.
+    """
 
     permission_classes = [permissions.IsAuthenticated]
+    authentication_classes = [TokenAuthentication, _SessionAuthenticationCsrfLater]
+    throttle_classes = [UploadThrottle]
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(serializers.Serializer[Any]):
@@ -71,6 +117,16 @@ class SubmissionCreateApi(APIView):
 
     def post(self, request: Request, phase_id: int) -> Response:
         phase = phase_get_public(phase_id=phase_id)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            length = None
+        try:
+            submission_precheck(user=cast(User, request.user), phase=phase, content_length=length)
+        except SubmissionRefused as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        if getattr(request._request, "scanbench_csrf_pending", False):
+            SessionAuthentication().enforce_csrf(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -129,10 +185,10 @@ class LeaderboardApi(APIView):
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         try:
-            limit = min(max(int(request.query_params.get("limit", 50)), 1), 500)
-            offset = max(int(request.query_params.get("offset", 0)), 0)
-        except ValueError:
-            return Response({"detail": "limit and offset must be integers"}, status=400)
+            limit = query_int(request, "limit", default=50, low=1, high=500)
+            offset = query_int(request, "offset", default=0, low=0, high=10**9)
+        except QueryParameterInvalid as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=400)
         page = list(rows[offset : offset + limit])
         return Response(
             {

@@ -120,7 +120,6 @@ REST_FRAMEWORK = {
         # API clients and the CLI: "Authorization: Token <key>" (one hash lookup, no PBKDF2).
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -175,8 +174,41 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Web hardening (issue 8) -------------------------------------------------------------------------
+# See docs/security.md, section "Web".
+# Proxy trust: X-Forwarded-Proto (is the request HTTPS?) and X-Forwarded-For (the client's
+# address, for throttling) are believed only when a TLS-terminating proxy fronts the web process
+# and is the only way to reach it. platform/gunicorn.conf.py reads the same variable.
+SCANBENCH_BEHIND_PROXY = env.bool("SCANBENCH_BEHIND_PROXY", default=False)
+if SCANBENCH_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Container health checks call /healthz over plain HTTP at 127.0.0.1: no HTTPS redirect, and the
+# first middleware answers it before the host is checked against ALLOWED_HOSTS.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+MIDDLEWARE.insert(0, "challenges.middleware.HealthCheckMiddleware")
+# Counters for log-in and API throttling; shared by every web process only on a shared cache
+# (production: SCANBENCH_CACHE_URL=redis://redis:6379/1). The default is per process.
+CACHES = {"default": env.cache("SCANBENCH_CACHE_URL", default="locmemcache://")}
+# Failed log-ins (15-minute window) after which further attempts are refused unchecked.
+SCANBENCH_LOGIN_FAILURES_PER_15MIN = env.int("SCANBENCH_LOGIN_FAILURES_PER_15MIN", default=10)
+SCANBENCH_LOGIN_FAILURES_PER_ADDRESS_PER_15MIN = env.int(
+    "SCANBENCH_LOGIN_FAILURES_PER_ADDRESS_PER_15MIN", default=50
+)
+# API rates (DRF syntax, N/sec|min|hour|day; empty: no limit): anonymous calls per client
+# address, and uploads (submission create) per user, refused with 429 and Retry-After.
+SCANBENCH_API_ANON_RATE = env("SCANBENCH_API_ANON_RATE", default="300/min") or None
+SCANBENCH_API_UPLOAD_RATE = env("SCANBENCH_API_UPLOAD_RATE", default="60/min") or None
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["challenges.throttles.AnonymousThrottle"]
+# The client's address for throttles: the peer, or the last X-Forwarded-For entry (the one the
+# trusted proxy added) behind a proxy; never an address the client chose.
+REST_FRAMEWORK["NUM_PROXIES"] = 1 if SCANBENCH_BEHIND_PROXY else 0
+# Form fields other than files held in memory (a comment is 500 characters); files above 1 MiB
+# are streamed to a temporary file instead of memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024**2)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=1024**2)
+# -------------------------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,
@@ -194,12 +226,19 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Evaluation pipeline -------------------------------------------------------------------------
-# The reaper re-sends a queued evaluation whose task was sent this long ago (the broker may have
-# lost it), and takes back a running/scoring one stuck past its time limit plus this grace.
+# A worker holds a running/scoring evaluation under a lease of SCANBENCH_LEASE_S that a thread of
+# the worker renews every SCANBENCH_LEASE_RENEW_S while it works (docs/pipeline.md). The reaper
+# (Celery beat, every SCANBENCH_REAPER_INTERVAL_S) takes back an evaluation whose lease lapsed
+# (its worker died) and never one still renewed, however long it runs: a dead worker's evaluation
+# is taken back within SCANBENCH_LEASE_S + SCANBENCH_REAPER_INTERVAL_S (35 s by default). It also
+# re-sends a queued evaluation whose task was sent SCANBENCH_REQUEUE_AFTER_S ago (the broker may
+# have lost it), and fails one as the platform's fault (not counted against the participant)
+# once a step was delivered SCANBENCH_MAX_DELIVERIES times (its task keeps killing its worker).
+SCANBENCH_LEASE_S = env.float("SCANBENCH_LEASE_S", default=20.0)
+SCANBENCH_LEASE_RENEW_S = env.float("SCANBENCH_LEASE_RENEW_S", default=SCANBENCH_LEASE_S / 4)
 SCANBENCH_REQUEUE_AFTER_S = env.int("SCANBENCH_REQUEUE_AFTER_S", default=300)
-SCANBENCH_STUCK_GRACE_S = env.int("SCANBENCH_STUCK_GRACE_S", default=900)
 SCANBENCH_MAX_DELIVERIES = env.int("SCANBENCH_MAX_DELIVERIES", default=3)
-SCANBENCH_REAPER_INTERVAL_S = env.float("SCANBENCH_REAPER_INTERVAL_S", default=60.0)
+SCANBENCH_REAPER_INTERVAL_S = env.float("SCANBENCH_REAPER_INTERVAL_S", default=15.0)
 # Bootstrap resamples for intervals computed while scoring live (analytic Wilson and DeLong
 # intervals are always computed); 0 keeps the upload-to-leaderboard path short.
 SCANBENCH_LIVE_BOOTSTRAP = env.int("SCANBENCH_LIVE_BOOTSTRAP", default=0)
@@ -210,6 +249,24 @@ SCANBENCH_SNAPSHOT_INTERVAL_S = env.int("SCANBENCH_SNAPSHOT_INTERVAL_S", default
 CELERY_BEAT_SCHEDULE["evaluations-reap"] = {
     "task": "challenges.tasks.evaluations_reap",
     "schedule": SCANBENCH_REAPER_INTERVAL_S,
+    # A run that no worker picked up in time is dropped: the next one is already on its way.
+    "options": {"expires": SCANBENCH_REAPER_INTERVAL_S},
 }
 SCANBENCH_NOTIFY_BY_EMAIL = env.bool("SCANBENCH_NOTIFY_BY_EMAIL", default=True)
 SCANBENCH_SITE_URL = env("SCANBENCH_SITE_URL", default="http://127.0.0.1:8000")
+
+# --- Decoding participants' files (issue 8, docs/security.md) ------------------------------------
+# Prediction files are decoded in a locked-down child process (no path to the folders below, no
+# network, uid 65534 when the worker is root) under these limits; a file past them is the
+# participant's error. Archive members are capped by SCANBENCH_MAX_UNZIPPED_BYTES.
+SCANBENCH_DECODE_MEMORY_BYTES = env.int("SCANBENCH_DECODE_MEMORY_BYTES", default=2 * 1024**3)
+SCANBENCH_DECODE_CPU_S = env.int("SCANBENCH_DECODE_CPU_S", default=600)
+SCANBENCH_DECODE_WALL_S = env.float("SCANBENCH_DECODE_WALL_S", default=900.0)
+SCANBENCH_DECODE_HIDDEN = [
+    str(SCANBENCH_PRIVATE_ROOT),
+    str(MEDIA_ROOT),
+    str(VAR_DIR),
+    *env.list("SCANBENCH_DECODE_HIDDEN", default=[]),
+]
+# A classification predictions table (CSV, unpacked) larger than this is refused before parsing.
+SCANBENCH_MAX_TABLE_BYTES = env.int("SCANBENCH_MAX_TABLE_BYTES", default=256 * 1024**2)

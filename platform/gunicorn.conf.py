@@ -11,3 +11,16 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
+
+# Proxy trust, as in Django's settings (docs/security.md): X-Forwarded-Proto and the other
+# forwarding headers are believed only when SCANBENCH_BEHIND_PROXY says a TLS-terminating proxy
+# fronts gunicorn, and then only from the proxy's addresses (FORWARDED_ALLOW_IPS, loopback by
+# default). Otherwise no client can make a plain-HTTP request look like HTTPS.
+BEHIND_PROXY = os.environ.get("SCANBENCH_BEHIND_PROXY", "").strip().lower() in {
+    "1", "true", "yes", "y", "on", "ok",
+}  # fmt: skip
+if BEHIND_PROXY:
+    forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+else:
+    forwarded_allow_ips = ""
+    secure_scheme_headers: dict[str, str] = {}

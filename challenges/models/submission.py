@@ -21,6 +21,12 @@ class Submission(models.Model):
     )
     kind = models.CharField(max_length=16, choices=SubmissionKind.choices)
     file = models.FileField(upload_to=submission_upload_to, max_length=500)
+    original_name = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The participant's file name, for display; the file is stored under a name "
+        "the server chose.",
+    )
     sha256 = models.CharField(max_length=64)
     comment = models.CharField(max_length=500, blank=True)
     is_baseline = models.BooleanField(

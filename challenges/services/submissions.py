@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -107,23 +109,97 @@ def limits_for(*, user: User, phase: Phase, now: datetime | None = None) -> Limi
     )
 
 
-def _check_file(phase: Phase, name: str, size: int) -> None:
+# Room for the multipart framing and the form's other fields around the file itself.
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
+# The participant's file name is kept for display only, cut to this many characters.
+ORIGINAL_NAME_MAX_CHARS = 200
+
+
+def upload_limit_bytes(*, phase: Phase) -> int:
+    """The largest file a phase accepts (the platform-wide ``SCANBENCH_MAX_UPLOAD_BYTES``)."""
+    return int(settings.SCANBENCH_MAX_UPLOAD_BYTES)
+
+
+def display_name(name: str) -> str:
+    """The participant's file name for display: no folders, no control characters, at most
+    ORIGINAL_NAME_MAX_CHARS characters with the ending (the file type) kept."""
+    base = re.split(r"[/\\]", name)[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip() or "upload"
+    if len(base) > ORIGINAL_NAME_MAX_CHARS:
+        head, dot, suffix = base.rpartition(".")
+        suffix = f".{suffix[:16]}" if dot and head else ""
+        base = base[: ORIGINAL_NAME_MAX_CHARS - len(suffix) - 1] + "…" + suffix
+    return base
+
+
+def _allowed_suffix(phase: Phase, name: str) -> str:
+    """The accepted file type ``name`` ends with; refuses any other."""
     allowed = ALLOWED_SUFFIXES[phase.submission_kind][phase.challenge.task_type]
-    if not name.lower().endswith(allowed):
+    suffix = next((s for s in allowed if name.lower().endswith(s)), None)
+    if suffix is None:
         raise SubmissionRefused(
-            f"{name}: this phase takes {phase.get_submission_kind_display().lower()} "
-            f"as {' or '.join(allowed)}",
+            f"{display_name(name)}: this phase takes "
+            f"{phase.get_submission_kind_display().lower()} as {' or '.join(allowed)}",
             code="file_type",
         )
+    return suffix
+
+
+def _check_size(phase: Phase, name: str, size: int) -> None:
     if size <= 0:
-        raise SubmissionRefused(f"{name}: the file is empty", code="empty")
-    if size > settings.SCANBENCH_MAX_UPLOAD_BYTES:
+        raise SubmissionRefused(f"{display_name(name)}: the file is empty", code="empty")
+    limit = upload_limit_bytes(phase=phase)
+    if size > limit:
         raise SubmissionRefused(
-            f"{name}: {size} bytes is over the upload limit of "
-            f"{settings.SCANBENCH_MAX_UPLOAD_BYTES} bytes",
+            f"{display_name(name)}: {size} bytes is over the upload limit of {limit} bytes",
             code="too_large",
             status=413,
         )
+
+
+def _check_open(phase: Phase, now: datetime) -> None:
+    if not phase.is_open(now):
+        state = "has not opened yet" if now < phase.opens_at else "is closed"
+        raise SubmissionRefused(f"Phase '{phase.title}' {state}.", code="phase_closed", status=403)
+
+
+def _check_limits(limits: Limits) -> None:
+    if limits.total_used >= limits.total_limit:
+        raise SubmissionRefused(
+            f"You have used all {limits.total_limit} submissions of this phase.",
+            code="total_limit",
+            status=429,
+        )
+    if limits.daily_used >= limits.daily_limit:
+        raise SubmissionRefused(
+            f"You have used today's {limits.daily_limit} submissions; the next one is "
+            f"possible after {limits.resets_at:%Y-%m-%d %H:%M} UTC.",
+            code="daily_limit",
+            status=429,
+        )
+
+
+def submission_precheck(
+    *, user: User, phase: Phase, content_length: int | None, now: datetime | None = None
+) -> None:
+    """Refuse an upload on what is known before its body is read: the phase is open, the
+    declared request size fits the phase's upload limit (plus the multipart framing), and the
+    participant's daily and total limits are not spent. Call it before touching the request's
+    POST/FILES/data, which would read the whole body; ``submission_create`` checks everything
+    again, atomically.
+
+    Raises SubmissionRefused with a message for the participant.
+    """
+    now = now or timezone.now()
+    _check_open(phase, now)
+    limit = upload_limit_bytes(phase=phase)
+    if content_length is not None and content_length > limit + MULTIPART_ALLOWANCE_BYTES:
+        raise SubmissionRefused(
+            f"The upload is {content_length} bytes, over the upload limit of {limit} bytes.",
+            code="too_large",
+            status=413,
+        )
+    _check_limits(limits_for(user=user, phase=phase, now=now))
 
 
 def _sha256(fh: IO[bytes]) -> str:
@@ -151,10 +227,9 @@ def submission_create(
     """
     now = now or timezone.now()
     name = file.name or "upload"
-    if not phase.is_open(now):
-        state = "has not opened yet" if now < phase.opens_at else "is closed"
-        raise SubmissionRefused(f"Phase '{phase.title}' {state}.", code="phase_closed", status=403)
-    _check_file(phase, name, file.size or 0)
+    _check_open(phase, now)
+    suffix = _allowed_suffix(phase, name)
+    _check_size(phase, name, file.size or 0)
     digest = _sha256(file)
     entrant, team = entrant_for(user=user, phase=phase)
     with transaction.atomic():
@@ -163,20 +238,7 @@ def submission_create(
         )
         # Serializes concurrent uploads of one entrant: the count below cannot go stale.
         SubmissionCounter.objects.select_for_update().get(phase=phase, entrant=entrant)
-        limits = limits_for(user=user, phase=phase, now=now)
-        if limits.total_used >= limits.total_limit:
-            raise SubmissionRefused(
-                f"You have used all {limits.total_limit} submissions of this phase.",
-                code="total_limit",
-                status=429,
-            )
-        if limits.daily_used >= limits.daily_limit:
-            raise SubmissionRefused(
-                f"You have used today's {limits.daily_limit} submissions; the next one is "
-                f"possible after {limits.resets_at:%Y-%m-%d %H:%M} UTC.",
-                code="daily_limit",
-                status=429,
-            )
+        _check_limits(limits_for(user=user, phase=phase, now=now))
         submission = Submission(
             phase=phase,
             participant=user,
@@ -184,8 +246,11 @@ def submission_create(
             kind=phase.submission_kind,
             sha256=digest,
             comment=comment[:500],
+            original_name=display_name(name),
         )
-        submission.file.save(name.rsplit("/", 1)[-1], file, save=False)
+        # Stored under a short ASCII name of the server's: a participant's name can be too long
+        # for the file system (ENAMETOOLONG) or hold anything; it is kept for display only.
+        submission.file.save(f"submission{suffix}", file, save=False)
         submission.save()
         from challenges.services.evaluations import evaluation_create
 

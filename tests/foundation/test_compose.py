@@ -39,3 +39,23 @@ def test_production_settings_come_from_the_environment_not_the_file():
     text = COMPOSE.read_text()
     assert "POSTGRES_PASSWORD:?" in text  # refuses to start without a password from .env
     assert "SECRET_KEY" not in text
+
+
+def test_gunicorn_is_published_on_the_host_loopback_only_behind_the_proxy():
+    web = _services()["web"]
+    assert web["ports"] and all(str(p).startswith("127.0.0.1:") for p in web["ports"])
+    env = yaml.safe_load(COMPOSE.read_text())["x-app"]["environment"]
+    assert env["SCANBENCH_BEHIND_PROXY"].endswith(":-true}")
+    allowed = env["FORWARDED_ALLOW_IPS"]
+    assert "*" not in allowed and "127.0.0.1" in allowed
+
+
+def test_health_check_calls_healthz_over_plain_http():
+    test = " ".join(_services()["web"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/healthz" in test
+
+
+def test_throttle_counters_are_shared_by_every_web_worker():
+    env = yaml.safe_load(COMPOSE.read_text())["x-app"]["environment"]
+    assert env["SCANBENCH_CACHE_URL"].startswith("redis://redis:6379/")
+    assert env["SCANBENCH_CACHE_URL"] != env["CELERY_BROKER_URL"]

@@ -9,30 +9,32 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from challenges.models import Evaluation, LeaderboardEntry, LeaderboardSnapshot, Submission
+from challenges.models import Evaluation, LeaderboardEntry, LeaderboardSnapshot, Phase, Submission
 from challenges.selectors import LeaderboardHidden, leaderboard_for_phase
 from challenges.services.evaluations import evaluation_fail, submission_reevaluate
 from challenges.services.leaderboards import leaderboard_update
 from challenges.services.scoring import evaluation_score
 from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
-from tests.factories import UserFactory, classification_phase
+from tests.factories import DatasetFactory, PhaseFactory, UserFactory, classification_phase
 
 
 def test_fifty_concurrent_uploads_with_a_daily_limit_of_five_accept_exactly_five(
     live_server, transactional_db, tmp_path
 ):
     phase, preds = classification_phase(tmp_path, daily_limit=5)
-    UserFactory(username="racer")
+    token = Token.objects.create(user=UserFactory(username="racer")).key
     body = preds.read_bytes()
 
     def upload(i: int) -> requests.Response:
         return requests.post(
             f"{live_server.url}/api/phases/{phase.pk}/submissions/",
             files={"file": (f"p{i}.csv", body)},
-            auth=("racer", "pw"),
+            headers={"Authorization": f"Token {token}"},
             timeout=60,
         )
 
@@ -101,6 +103,75 @@ def test_private_leaderboard_hidden_until_the_phase_closes(tmp_path):
     response = client.get(url, {"part": "private"})
     assert response.status_code == 200
     assert response.json()["results"][0]["display_name"] == participant.username
+
+
+@pytest.mark.django_db
+def test_private_board_stays_hidden_while_another_phase_on_the_same_cases_is_open(tmp_path):
+    """Two phases scored on one data set: the private part of the closed one would tell the
+    participants of the open one how they do on the hidden cases that decide the final."""
+    first, preds = classification_phase(tmp_path)
+    second = PhaseFactory(challenge=first.challenge, dataset=first.dataset)
+    participant, organizer = UserFactory(), UserFactory()
+    first.challenge.organizers.add(organizer)
+    _scored(first, preds, participant)
+    leaderboard_update(phase_id=first.pk)
+    now = timezone.now()
+    Phase.objects.filter(pk=first.pk).update(
+        opens_at=now - timedelta(days=10), closes_at=now - timedelta(minutes=1)
+    )
+    first.refresh_from_db()
+    api = f"/api/phases/{first.pk}/leaderboard/"
+    page = f"/challenges/{first.challenge.slug}/{first.slug}/leaderboard/"
+
+    def participant_sees_private() -> bool:
+        client = APIClient()
+        client.force_authenticate(participant)
+        response = client.get(api, {"part": "private"})
+        anonymous = APIClient().get(api, {"part": "private"})
+        browser = Client()
+        browser.force_login(participant)
+        html = browser.get(page, {"part": "private"})
+        assert html.status_code == 200
+        shown = 'id="leaderboard"' in html.content.decode()
+        assert shown == (response.status_code == 200) == (anonymous.status_code == 200)
+        assert shown or 'id="hidden"' in html.content.decode()
+        return shown
+
+    def organizer_sees_private() -> bool:
+        client = APIClient()
+        client.force_authenticate(organizer)
+        response = client.get(api, {"part": "private"})
+        browser = Client()
+        browser.force_login(organizer)
+        html = browser.get(page, {"part": "private"})
+        return response.status_code == 200 and 'id="leaderboard"' in html.content.decode()
+
+    # The second phase is open.
+    assert not participant_sees_private()
+    with pytest.raises(LeaderboardHidden, match="every other phase"):
+        leaderboard_for_phase(phase=first, part="private", user=participant)
+    assert organizer_sees_private()
+    # It has not opened yet: still hidden.
+    Phase.objects.filter(pk=second.pk).update(
+        opens_at=now + timedelta(days=1), closes_at=now + timedelta(days=30)
+    )
+    assert not participant_sees_private()
+    # It never closes: hidden for good (until an organizer sets a closing date).
+    Phase.objects.filter(pk=second.pk).update(opens_at=now - timedelta(days=1), closes_at=None)
+    assert not participant_sees_private()
+    # Both closed: the final standings are public.
+    Phase.objects.filter(pk=second.pk).update(
+        opens_at=now - timedelta(days=10), closes_at=now - timedelta(seconds=1)
+    )
+    assert participant_sees_private()
+    rows = leaderboard_for_phase(phase=first, part="private", user=participant)
+    assert [r.display_name for r in rows] == [participant.username]
+    # A phase on another data set of the same challenge does not hold the board back.
+    PhaseFactory(
+        challenge=first.challenge,
+        dataset=DatasetFactory(challenge=first.challenge, slug="extra"),
+    )
+    assert participant_sees_private()
 
 
 @pytest.mark.django_db

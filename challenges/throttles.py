@@ -1,0 +1,23 @@
+"""API throttles. Rates are read from settings on every request (DRF's own classes read theirs
+once, at import), so each can be changed by environment and in tests."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+
+
+class AnonymousThrottle(AnonRateThrottle):
+    """Calls without credentials, per client address: ``SCANBENCH_API_ANON_RATE``."""
+
+    def get_rate(self) -> str | None:
+        return settings.SCANBENCH_API_ANON_RATE
+
+
+class UploadThrottle(UserRateThrottle):
+    """Uploads (submission create), per user: ``SCANBENCH_API_UPLOAD_RATE``."""
+
+    scope = "uploads"
+
+    def get_rate(self) -> str | None:
+        return settings.SCANBENCH_API_UPLOAD_RATE
