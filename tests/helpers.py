@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,3 +20,15 @@ def wait_for(
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout} s: {predicate}")
+
+
+def final_evaluation(submission_id: int, *, timeout: float = 90) -> Any:
+    """Wait until the submission's evaluation has succeeded or failed; return it."""
+    from challenges.models import Evaluation
+
+    return wait_for(
+        lambda: Evaluation.objects.filter(
+            submission_id=submission_id, state__in=["succeeded", "failed"]
+        ).first(),
+        timeout=timeout,
+    )

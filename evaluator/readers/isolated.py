@@ -233,6 +233,9 @@ def _lock_down(limits: DecodeLimits) -> list[str]:
     libc = _libc() if os.name == "posix" else None
     if libc is not None and hasattr(libc, "unshare"):
         uid, gid = os.geteuid(), os.getegid()
+        # A process whose credentials changed (a worker that dropped root) is not dumpable, so
+        # its /proc/self files belong to root and it could not write its own uid map.
+        libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
         flags = _CLONE_NEWNS | _CLONE_NEWNET | (0 if root else _CLONE_NEWUSER)
         if libc.unshare(flags) == 0:
             applied.append("network namespace")
@@ -265,6 +268,12 @@ def _lock_down(limits: DecodeLimits) -> list[str]:
                     ):
                         hidden.append(path)
                 applied.append(f"{len(hidden)} paths hidden")
+                # Without root, the new user namespace holds every capability over the mounts
+                # just made, so code in this process could unmount them again. One more user
+                # and mount namespace locks them (mounts inherited from a more privileged
+                # namespace cannot be unmounted or moved).
+                if not root and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) == 0:
+                    applied.append("mounts locked")
     if root:
         os.setgroups([])
         os.setgid(_NOBODY)

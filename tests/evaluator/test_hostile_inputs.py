@@ -371,17 +371,30 @@ def test_malformed_utf8(tmp_path, options):
 # ------------------------------------------------------------------- the child's lock-down
 
 
-def test_decoding_child_sees_no_hidden_path_and_no_network(tmp_path):
-    """The lock-down itself, in a forked process: the hidden folder, /proc of other processes
-    and the loopback network are out of reach afterwards; a file opened before stays readable."""
+@pytest.mark.parametrize("worker", ["as-is", "non-root"])
+def test_decoding_child_sees_no_hidden_path_and_no_network(worker):
+    """The lock-down itself, in a forked process: the hidden folder (world-readable, so only the
+    lock-down hides it), /proc of other processes and a loopback listener are out of reach; the
+    hidden folder cannot be uncovered by unmounting; a file opened before stays readable. The
+    "non-root" variant drops to uid 65534 before locking down, as a worker that is not root."""
+    import ctypes
     import encodings.idna  # noqa: F401 -- socket's name lookup needs it after the lock-down
+    import shutil
     import socket
+    import tempfile
 
-    secret = tmp_path / "private" / "labels.csv"
+    if worker == "non-root" and os.geteuid() != 0:
+        pytest.skip("the worker is not root already: the as-is variant covers it")
+    base = Path(tempfile.mkdtemp(dir="/var/tmp"))  # a world-traversable folder
+    base.chmod(0o755)
+    secret = base / "private" / "labels.csv"
     secret.parent.mkdir()
+    secret.parent.chmod(0o755)
     secret.write_text("case_id,label\nc1,1\n")
-    kept = tmp_path / "upload.csv"
+    secret.chmod(0o644)
+    kept = base / "upload.csv"
     kept.write_text("case_id,score\n")
+    kept.chmod(0o644)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -391,10 +404,18 @@ def test_decoding_child_sees_no_hidden_path_and_no_network(tmp_path):
     if pid == 0:  # pragma: no cover -- the child reports through the pipe
         results = []
         try:
+            if worker == "non-root":
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
             fh = kept.open("rb")
             applied = _lock_down(DecodeLimits(hidden=(str(secret.parent),)))
             results.append("applied:" + ",".join(applied))
             results.append("kept:" + fh.read().decode().strip())
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+            unmounted = libc.umount2(str(secret.parent).encode(), 2) == 0  # MNT_DETACH
+            results.append("UNMOUNTED" if unmounted else "mount held")
             for path in (secret, Path("/proc/1/environ")):
                 try:
                     path.read_bytes()
@@ -414,8 +435,8 @@ def test_decoding_child_sees_no_hidden_path_and_no_network(tmp_path):
     os.waitpid(pid, 0)
     out = os.read(read_end, 65536).decode().splitlines()
     listener.close()
+    shutil.rmtree(base)
     assert "kept:case_id,score" in out, out
-    assert "hidden labels.csv" in out, out
+    assert "hidden labels.csv" in out and "hidden environ" in out, out
+    assert "mount held" in out, out
     assert "no network" in out, out
-    if os.geteuid() == 0:
-        assert "hidden environ" in out and "uid 65534" in out[0], out

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from challenges.models import Evaluation, LeaderboardEntry, Result
 from challenges.services.submissions import limits_for
 from tests.factories import UserFactory, classification_phase, segmentation_phase
-from tests.helpers import wait_for
+from tests.helpers import final_evaluation as _final
 
 
 def _upload(user, phase, name: str, data: bytes) -> int:
@@ -27,15 +27,6 @@ def _upload(user, phase, name: str, data: bytes) -> int:
     response = client.post(f"/api/phases/{phase.pk}/submissions/", {"file": f}, format="multipart")
     assert response.status_code == 201, response.content
     return int(response.json()["id"])
-
-
-def _final(submission_id: int) -> Evaluation:
-    return wait_for(
-        lambda: Evaluation.objects.filter(
-            submission_id=submission_id, state__in=["succeeded", "failed"]
-        ).first(),
-        timeout=90,
-    )
 
 
 def _assert_participants_error(evaluation: Evaluation) -> None:

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from challenges.models import Evaluation, LeaderboardEntry, Result
 from tests.factories import UserFactory, classification_phase, segmentation_phase
+from tests.helpers import final_evaluation as _final
 from tests.helpers import wait_for
 
 
@@ -22,15 +23,6 @@ def _upload(client, phase, name: str, data: bytes):
     f = io.BytesIO(data)
     f.name = name
     return client.post(f"/api/phases/{phase.pk}/submissions/", {"file": f}, format="multipart")
-
-
-def _final(submission_id: int) -> Evaluation:
-    return wait_for(
-        lambda: Evaluation.objects.filter(
-            submission_id=submission_id, state__in=["succeeded", "failed"]
-        ).first(),
-        timeout=90,
-    )
 
 
 def test_prediction_csv_is_scored_and_lands_on_the_leaderboard(start_worker, tmp_path):
