@@ -132,6 +132,10 @@ def evaluation_run(*, evaluation_id: int) -> None:
     finally:
         if image_id is not None:
             _remove_image(image_id)
+        if evaluation.deliveries > 1 and isinstance(backend, DockerBackend):
+            # Once more after this run: the engine may still have been creating the dead
+            # delivery's container when it was first cleaned up.
+            backend.remove_leftovers(owner=owner)
     logs = f"[sandbox backend: {result.backend}] {result.status} in {result.wall_s:.1f} s\n"
     if not result.ok:
         evaluation_fail(
