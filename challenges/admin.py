@@ -66,6 +66,17 @@ class PhaseAdmin(admin.ModelAdmin[Phase]):
     list_filter = ["submission_kind", "challenge"]
     search_fields = ["slug", "title", "challenge__slug"]
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # The help text lives here, not on the model field, so that it can name the page the
+        # metric names come from without a migration.
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "metrics" and field is not None:
+            field.help_text = (
+                "Metric names, a JSON list such as dice and hd95 for segmentation; each "
+                "one's definition, unit and direction are in docs/metrics.md."
+            )
+        return field
+
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin[Dataset]):

@@ -1,5 +1,6 @@
-"""Account forms: sign-up and the admin's user forms refuse look-alike usernames; log-in forms
-refuse attempts past the failure limit before checking any password."""
+"""Account forms: sign-up and the admin's user forms refuse look-alike usernames; sign-up asks for
+an e-mail address no other account has (compared case-insensitively); log-in forms refuse
+attempts past the failure limit before checking any password."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.contrib.auth.forms import (
 )
 from django.contrib.auth.models import User
 
+from challenges.services.accounts import VERIFIED_EMAIL_GROUP
 from challenges.services.login_throttle import (
     client_address,
     login_failure_record,
@@ -39,11 +41,39 @@ def _refuse_lookalike(username: str, *, exclude_pk: int | None = None) -> str:
     return username
 
 
+def _refuse_taken_email(email: str, *, exclude_pk: int | None = None) -> str:
+    """``email`` unless another account has it, compared case-insensitively."""
+    others = User.objects.filter(email__iexact=email)
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    if email and others.exists():
+        raise forms.ValidationError(
+            "An account with this e-mail address already exists. Log in, or use “forgot "
+            "password?” on the log-in page.",
+            code="email_taken",
+        )
+    return email
+
+
 class SignupForm(UserCreationForm[User]):
     """The public sign-up form."""
 
+    email = forms.EmailField(
+        label="E-mail address",
+        max_length=254,
+        help_text="For password resets and evaluation results; we send a link to confirm it.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
     def clean_username(self) -> str:
         return _refuse_lookalike(super().clean_username())
+
+    def clean_email(self) -> str:
+        return _refuse_taken_email(self.cleaned_data["email"].strip())
 
 
 class LookalikeSafeAdminUserCreationForm(AdminUserCreationForm[User]):
@@ -59,6 +89,15 @@ class LookalikeSafeUserChangeForm(UserChangeForm[User]):
     def clean_username(self) -> str:
         username: str = self.cleaned_data.get("username") or ""
         return _refuse_lookalike(username, exclude_pk=self.instance.pk)
+
+    def clean(self) -> dict[str, Any]:
+        """A changed address is no longer verified: the ``verified-email`` group is dropped
+        from the groups this form saves."""
+        cleaned: dict[str, Any] = super().clean() or self.cleaned_data
+        groups = cleaned.get("groups")
+        if "email" in self.changed_data and groups is not None:
+            cleaned["groups"] = groups.exclude(name=VERIFIED_EMAIL_GROUP)
+        return cleaned
 
 
 class _ThrottledLoginMixin:

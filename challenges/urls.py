@@ -1,6 +1,6 @@
 from django.urls import path
 
-from challenges import apis, views
+from challenges import apis, views, views_accounts, views_data, views_exports
 
 app_name = "challenges"
 
@@ -8,10 +8,22 @@ urlpatterns = [
     path("", views.ChallengeListView.as_view(), name="list"),
     path("healthz", views.healthz, name="healthz"),
     path("challenges/<slug:slug>/", views.ChallengeDetailView.as_view(), name="detail"),
+    path("challenges/<slug:slug>/data/", views_data.DataView.as_view(), name="data"),
+    path("challenges/<slug:slug>/join/", views_data.JoinView.as_view(), name="join"),
+    path(
+        "challenges/<slug:slug>/data/<str:name>",
+        views_data.DownloadView.as_view(),
+        name="data-download",
+    ),
     path(
         "challenges/<slug:slug>/<slug:phase_slug>/leaderboard/",
         views.LeaderboardView.as_view(),
         name="leaderboard",
+    ),
+    path(
+        "challenges/<slug:slug>/<slug:phase_slug>/leaderboard.csv",
+        views_exports.leaderboard_csv,
+        name="leaderboard-csv",
     ),
     path(
         "challenges/<slug:slug>/<slug:phase_slug>/submit/",
@@ -19,6 +31,18 @@ urlpatterns = [
         name="submit",
     ),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
+    path("accounts/profile/", views_accounts.ProfileView.as_view(), name="profile"),
+    path("accounts/profile/token/", views_accounts.ApiTokenView.as_view(), name="api-token"),
+    path(
+        "accounts/profile/verify-email/",
+        views_accounts.VerificationResendView.as_view(),
+        name="verify-email-resend",
+    ),
+    path(
+        "accounts/verify-email/<str:token>/",
+        views_accounts.EmailVerifyView.as_view(),
+        name="verify-email",
+    ),
     path("api/phases/<int:phase_id>/limits/", apis.PhaseLimitsApi.as_view(), name="api-limits"),
     path(
         "api/phases/<int:phase_id>/submissions/",

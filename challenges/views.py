@@ -19,9 +19,9 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.generic import TemplateView
 
 from challenges.forms import SignupForm, ThrottledAuthenticationForm
+from challenges.models import TeamMembership
 from challenges.selectors import (
     LeaderboardHidden,
-    challenge_class_balance,
     challenge_get_public,
     challenge_list_public,
     leaderboard_for_phase,
@@ -29,6 +29,8 @@ from challenges.selectors import (
     private_leaderboard_visible,
     submission_rows_for_user,
 )
+from challenges.selectors_taskcard import task_card_for_challenge
+from challenges.services.accounts import email_verification_send
 from challenges.services.submissions import (
     SubmissionRefused,
     limits_for,
@@ -79,9 +81,17 @@ class ChallengeDetailView(TemplateView):
         return {
             **super().get_context_data(**kwargs),
             "challenge": challenge,
-            "phases": challenge.phases.all(),
-            "balance": challenge_class_balance(challenge=challenge),
+            "card": task_card_for_challenge(challenge=challenge),
         }
+
+
+def _my_entrants(request: HttpRequest) -> set[str]:
+    """The leaderboard entrant keys of the signed-in user: their own and their teams'."""
+    user = request.user
+    if not user.is_authenticated:
+        return set()
+    teams = TeamMembership.objects.filter(user=user).values_list("team_id", flat=True)
+    return {f"user:{user.pk}", *(f"team:{t}" for t in teams)}
 
 
 class LeaderboardView(TemplateView):
@@ -107,7 +117,12 @@ class LeaderboardView(TemplateView):
         except LeaderboardHidden as exc:
             return {**context, "hidden": str(exc), "page": None}
         page = Paginator(rows, 50).get_page(self.request.GET.get("page"))
-        return {**context, "page": page, "metrics": phase.metrics}
+        return {
+            **context,
+            "page": page,
+            "metrics": phase.metrics,
+            "mine": _my_entrants(self.request),
+        }
 
 
 class SignupView(View):
@@ -126,6 +141,8 @@ class SignupView(View):
             return render(request, self.template_name, {"form": form}, status=400)
         user = form.save()
         login(request, user)
+        # The account works at once; the address is confirmed by the mailed link.
+        email_verification_send(user=user)
         return redirect(safe_next_url(request, default=reverse("challenges:list")))
 
 

@@ -270,3 +270,25 @@ SCANBENCH_DECODE_HIDDEN = [
 ]
 # A classification predictions table (CSV, unpacked) larger than this is refused before parsing.
 SCANBENCH_MAX_TABLE_BYTES = env.int("SCANBENCH_MAX_TABLE_BYTES", default=256 * 1024**2)
+
+# --- Accounts (issue 9, docs/security.md "Accounts") ----------------------------------------------
+# EMAIL_BACKEND (above) defaults to the console: the embedded default prints verification and
+# password-reset mails on the web server's output; production sets an SMTP backend.
+# How long the e-mailed confirmation link and the password-reset link work.
+SCANBENCH_EMAIL_VERIFY_MAX_AGE_S = env.int("SCANBENCH_EMAIL_VERIFY_MAX_AGE_S", default=3 * 86400)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=86400)
+# The site's registration pages (log-in, sign-up, password reset) before the admin app's
+# templates of the same names.
+TEMPLATES[0]["DIRS"] = [BASE_DIR / "challenges" / "templates"]
+
+# --- Data downloads (issue 9) --------------------------------------------------------------------
+# How /challenges/<slug>/data/<name> sends a public file once the selector allowed it: "django"
+# streams it (HTTP Range for resuming); "x-accel" answers with X-Accel-Redirect to
+# SCANBENCH_DATA_ACCEL_PREFIX + the file's path under VAR_DIR/data, for an nginx `internal`
+# location aliasing that folder (docs/data.md).
+SCANBENCH_DATA_SERVING = env("SCANBENCH_DATA_SERVING", default="django")
+if SCANBENCH_DATA_SERVING not in ("django", "x-accel"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("SCANBENCH_DATA_SERVING must be 'django' or 'x-accel'")
+SCANBENCH_DATA_ACCEL_PREFIX = env("SCANBENCH_DATA_ACCEL_PREFIX", default="/protected-data/")

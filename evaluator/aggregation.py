@@ -1,4 +1,4 @@
-"""Worst-value filling and means over cases, as ``METRICS.md`` fixes them.
+"""Worst-value filling and means over cases, as ``docs/metrics.md`` fixes them.
 
 A value that is NaN although the metric needs one to rank (a distance with an empty mask, a missing
 case) gets the metric's worst value before any mean, and is counted. A value that is undefined by

@@ -1,4 +1,4 @@
-"""``python -m evaluator``: score, rank and predict from the command line.
+"""``python -m evaluator``: score, rank, predict and metrics-doc from the command line.
 
 Exit codes: 0 success; 1 bad predictions (or bad results files for ``rank``); 2 usage error or a
 missing component; 3 bad reference; 4 internal error (a bug: please report it). Every failure
@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     direction.add_argument("--higher-is-better", dest="higher", action="store_true", default=None)
     direction.add_argument("--lower-is-better", dest="higher", action="store_false")
     r.add_argument("--output", type=Path, help="also write the leaderboard as JSON here")
+
+    d = sub.add_parser(
+        "metrics-doc", help="write docs/metrics.md (every metric and convention) from the registry"
+    )
+    d.add_argument("--output", type=Path, help="where to write it (default: stdout)")
 
     sub.add_parser(
         "predict",
@@ -285,6 +290,18 @@ def _print_table(board: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _cmd_metrics_doc(args: argparse.Namespace) -> int:
+    from evaluator.metrics.registry import metrics_markdown
+
+    text = metrics_markdown()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, encoding="utf-8")
+    return EXIT_OK
+
+
 def _cmd_predict(argv: list[str]) -> int:
     if importlib.util.find_spec("evaluator.sandbox") is None or (
         importlib.util.find_spec("evaluator.sandbox.cli") is None
@@ -313,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_score(args)
         if args.command == "rank":
             return _cmd_rank(args)
+        if args.command == "metrics-doc":
+            return _cmd_metrics_doc(args)
         return EXIT_USAGE
     except InvalidSubmission as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Ranking entries with their uncertainty, as ``METRICS.md`` fixes it.
+"""Ranking entries with their uncertainty, as ``docs/metrics.md`` fixes it.
 
 Input everywhere is per-case values: ``{entry: {case_id: value}}`` (``None``/NaN where a value is
 undefined by definition; values that need a worst value should already have it, as

@@ -58,7 +58,7 @@ _MAX_LISTED = 5
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """How to score. Defaults follow ``METRICS.md``.
+    """How to score. Defaults follow ``docs/metrics.md``.
 
     ``case_ids`` restricts scoring to those reference cases (the public or private part of the
     test set); validation of ids (missing, unknown) always runs against the whole reference.

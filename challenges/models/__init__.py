@@ -4,6 +4,7 @@ from challenges.models.challenge import Challenge, TaskType
 from challenges.models.data import Case, CaseSplit, Dataset, LeaderboardPart
 from challenges.models.evaluation import Evaluation, EvaluationState, Result
 from challenges.models.leaderboard import LeaderboardEntry, LeaderboardSnapshot, SubmissionCounter
+from challenges.models.membership import ChallengeMembership, DataFile
 from challenges.models.phase import Direction, Phase, RankingScheme, SubmissionKind
 from challenges.models.submission import Submission
 from challenges.models.team import Team, TeamMembership
@@ -13,6 +14,8 @@ __all__ = [
     "Case",
     "CaseSplit",
     "Challenge",
+    "ChallengeMembership",
+    "DataFile",
     "Dataset",
     "Direction",
     "Evaluation",

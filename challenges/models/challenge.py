@@ -32,6 +32,10 @@ class Challenge(models.Model):
         max_length=200, help_text="Licence of the data, e.g. CC BY 4.0."
     )
     data_attribution = models.TextField(help_text="Who made the data and how to cite it.")
+    terms = models.TextField(
+        blank=True,
+        help_text="Terms a participant accepts when joining (empty: a short default text).",
+    )
     organizers = models.ManyToManyField(
         settings.AUTH_USER_MODEL, related_name="organized_challenges", blank=True
     )

@@ -48,7 +48,7 @@ class Phase(models.Model):
     total_limit = models.PositiveIntegerField(
         default=100, help_text="Submissions per participant or team in the whole phase."
     )
-    metrics = models.JSONField(default=list, help_text="Metric names, see METRICS.md.")
+    metrics = models.JSONField(default=list, help_text="Metric names, see docs/metrics.md.")
     primary_metric = models.CharField(max_length=64)
     primary_direction = models.CharField(
         max_length=8, choices=Direction.choices, default=Direction.HIGHER

@@ -380,7 +380,7 @@ def challenge_import_bundle(
         top.unknown_keys(
             {
                 "slug", "title", "summary", "task", "classes", "input", "output", "licence",
-                "attribution", "dataset", "phases", "published",
+                "attribution", "dataset", "phases", "published", "terms",
             }
         )  # fmt: skip
         task = top.choice("task", TaskType)
@@ -396,6 +396,7 @@ def challenge_import_bundle(
             "output_description": top.get("output", ""),
             "data_licence": top.get("licence"),
             "data_attribution": top.get("attribution"),
+            "terms": top.get("terms", "").strip(),
             "is_published": top.get("published", True, kind=bool),
         }
         slug = _slug(top, "slug")

@@ -354,11 +354,44 @@ def evaluation_finish(
     _move(evaluation, EvaluationState.SUCCEEDED)
     evaluation.finished_at = timezone.now()
     evaluation.timings = {**evaluation.timings, **timings}
-    evaluation.message = "Scored."
+    evaluation.message = scored_message(
+        results,
+        name_cases=evaluation.submission.phase.submission_kind == SubmissionKind.PREDICTIONS,
+    )
     fields = ["state", "finished_at", "timings", "message"]
     evaluation.save(update_fields=fields + _clear_lease(evaluation))
     transaction.on_commit(lambda: _after_final(evaluation_id))
     return True
+
+
+MISSING_NAMED = 5
+
+
+def scored_message(results: dict[str, dict[str, Any]], *, name_cases: bool) -> str:
+    """The message of a scored evaluation: "Scored." or, when cases were missing from the
+    predictions (each got the worst value of every metric), how many of how many.
+
+    The counts are over all parts (public and private) together, so they say nothing about
+    which case is in which part. With ``name_cases`` (prediction-file phases, whose participants
+    have every test case's input and id) the first missing ids are named in id order, whatever
+    their part; for model and container phases, whose test inputs are hidden, only counts."""
+    missing: list[str] = []
+    total = 0
+    for report in results.values():
+        meta = report.get("meta") or {}
+        missing += [str(c) for c in meta.get("missing_cases") or []]
+        total += int(meta.get("n_cases") or len(report.get("cases") or {}))
+    if not missing:
+        return "Scored."
+    missing.sort()
+    n = len(missing)
+    verb = "was" if n == 1 else "were"
+    text = f"Scored; {n} of {total} test cases {verb} missing and got the worst value"
+    if not name_cases:
+        return text + "."
+    shown = ", ".join(missing[:MISSING_NAMED])
+    more = n - MISSING_NAMED
+    return f"{text}: {shown}{f' and {more} more' if more > 0 else ''}."
 
 
 @transaction.atomic

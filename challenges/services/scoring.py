@@ -52,7 +52,7 @@ def _options(phase: Phase, case_ids: list[str], predictions_name: str) -> ScoreO
         metrics=list(phase.metrics) or None,
         case_ids=case_ids,
         labels=labels,
-        # METRICS.md: a missing case gets the worst value before any mean, and is counted.
+        # docs/metrics.md: a missing case gets the worst value before any mean, and is counted.
         on_missing="worst",
         # Participants' bytes are decoded in a locked-down child, bounded (docs/security.md).
         isolation=decode_limits(),

@@ -16,3 +16,16 @@ def score(value: Any) -> str:
     if value is None:
         return "—"
     return f"{value:.4f}"
+
+
+@register.filter
+def with_unit(metric: str, task: str) -> str:
+    """A metric name for a column header, with its unit from the evaluator's registry
+    (``hd95 (mm)``); unitless metrics and names the registry does not know stay as they are."""
+    from evaluator.metrics.registry import metric_info
+
+    try:
+        unit = metric_info(task, metric).unit  # type: ignore[arg-type]
+    except KeyError:
+        return metric
+    return f"{metric} ({unit})" if unit else metric

@@ -1,4 +1,4 @@
-"""Classification metrics over cases, exactly as ``METRICS.md`` fixes them.
+"""Classification metrics over cases, exactly as ``docs/metrics.md`` fixes them.
 
 Binary: ``y`` holds 0/1 labels and ``s`` the positive-class probability. A case is flagged
 positive when ``s >= threshold``. Multi-class: every metric is computed one-vs-rest per class

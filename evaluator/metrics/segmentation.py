@@ -1,4 +1,4 @@
-"""Segmentation metrics per case and per label, exactly as ``METRICS.md`` fixes them.
+"""Segmentation metrics per case and per label, exactly as ``docs/metrics.md`` fixes them.
 
 The entry point is :func:`case_metrics`: it takes the reference and predicted label arrays of one
 case (same shape, validated by the readers), the voxel spacing of the reference and the labels to

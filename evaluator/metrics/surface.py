@@ -1,6 +1,6 @@
 """Surface voxels and exact surface-to-surface distances.
 
-Surface voxels follow ``METRICS.md``: ``M & ~binary_erosion(M)`` with the face-connected
+Surface voxels follow ``docs/metrics.md``: ``M & ~binary_erosion(M)`` with the face-connected
 structuring element, a voxel on the volume border counting as surface.
 
 Speed comes from three things, none of which changes a value:

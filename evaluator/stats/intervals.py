@@ -1,4 +1,4 @@
-"""Confidence intervals as ``METRICS.md`` fixes them.
+"""Confidence intervals as ``docs/metrics.md`` fixes them.
 
 Bootstrap resamples *cases* (patients), never voxels; it is seeded and uses percentile
 intervals. Proportions from counts (sensitivity, specificity in classification) use Wilson's score

@@ -1,4 +1,4 @@
-"""Classification metrics: METRICS.md fixtures, hand-computed edge cases, scikit-learn agreement."""
+"""Classification metrics: documented fixtures (docs/metrics.md), edge cases, scikit-learn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation metrics: the METRICS.md table, hand-computed values, brute force, properties."""
+"""Segmentation metrics: the docs/metrics.md table, hand-computed values, brute force, laws."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def brute_force(ref, pred, spacing, tau=1.0):
     }
 
 
-# ----------------------------------------------------------------- the METRICS.md table
+# --------------------------------------------------------------- the docs/metrics.md table
 
 
 def test_both_empty_follows_the_table():
@@ -106,7 +106,7 @@ def test_distances_hand_computed_two_squares_apart():
 
 
 def test_hd95_is_max_of_directed_percentiles_not_pooled():
-    # A far-away false-positive blob that a pooled percentile hides (METRICS.md example)
+    # A far-away false-positive blob that a pooled percentile hides (docs/metrics.md)
     ref = np.zeros((40, 40, 40), dtype=np.uint8)
     ref[5:25, 5:25, 5:25] = 1
     pred = ref.copy()

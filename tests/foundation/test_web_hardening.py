@@ -79,7 +79,12 @@ def _assert_local(response, expected: str) -> None:
 def test_signup_redirects_off_site_next_to_the_home_page(client, target):
     response = client.post(
         "/accounts/signup/?" + urlencode({"next": target}),
-        {"username": "newcomer", "password1": PASSWORD, "password2": PASSWORD},
+        {
+            "username": "newcomer",
+            "email": "newcomer@example.org",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
     )
     _assert_local(response, "/")
     assert User.objects.filter(username="newcomer").exists()
@@ -100,7 +105,12 @@ def test_signup_and_login_follow_a_path_on_this_site(client):
     path = "/challenges/some-challenge/?tab=phases"
     response = client.post(
         "/accounts/signup/?" + urlencode({"next": path}),
-        {"username": "newcomer", "password1": PASSWORD, "password2": PASSWORD},
+        {
+            "username": "newcomer",
+            "email": "newcomer@example.org",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
     )
     _assert_local(response, path)
     client.logout()
@@ -496,7 +506,12 @@ def test_api_answers_a_huge_phase_id_with_404():
 def _signup(client: Client, username: str):
     return client.post(
         "/accounts/signup/",
-        {"username": username, "password1": PASSWORD, "password2": PASSWORD},
+        {
+            "username": username,
+            "email": f"signup{User.objects.count()}@example.org",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
     )
 
 

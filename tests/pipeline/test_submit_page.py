@@ -36,6 +36,7 @@ def test_participant_submits_in_the_browser_and_sees_the_score(start_worker, liv
         page.wait_for_url(re.compile(r"/accounts/login/"))
         page.get_by_role("link", name="Sign up").last.click()
         page.fill("#id_username", "newcomer")
+        page.fill("#id_email", "newcomer@example.org")
         page.fill("#id_password1", "a-long-passphrase-42")
         page.fill("#id_password2", "a-long-passphrase-42")
         page.get_by_role("button", name="Create account").click()
