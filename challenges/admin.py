@@ -13,6 +13,7 @@ from challenges.models import (
     Result,
     Submission,
     Team,
+    TeamInvitation,
     TeamMembership,
     WorkerHeartbeat,
 )
@@ -75,6 +76,12 @@ class PhaseAdmin(admin.ModelAdmin[Phase]):
                 "Metric names, a JSON list such as dice and hd95 for segmentation; each "
                 "one's definition, unit and direction are in docs/metrics.md."
             )
+        if db_field.name == "show_case_results" and field is not None:
+            field.widget.choices = [
+                ("unknown", "By task: on for segmentation, off for classification"),
+                ("true", "Yes"),
+                ("false", "No"),
+            ]
         return field
 
 
@@ -101,6 +108,21 @@ class TeamMembershipInline(admin.TabularInline[TeamMembership, Any]):
 class TeamAdmin(admin.ModelAdmin[Team]):
     list_display = ["name", "challenge", "created_at"]
     inlines = [TeamMembershipInline]
+
+
+@admin.register(TeamInvitation)
+class TeamInvitationAdmin(admin.ModelAdmin[TeamInvitation]):
+    """Read-only: participants invite, accept and decline on the team page (docs/teams.md)."""
+
+    list_display = ["team", "invitee", "invited_by", "created_at"]
+    list_filter = ["team__challenge"]
+    search_fields = ["team__name", "invitee__username"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class EvaluationInline(admin.TabularInline[Evaluation, Any]):

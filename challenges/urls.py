@@ -1,6 +1,14 @@
 from django.urls import path
 
-from challenges import apis, views, views_accounts, views_data, views_exports
+from challenges import (
+    apis,
+    views,
+    views_accounts,
+    views_data,
+    views_exports,
+    views_submissions,
+    views_teams,
+)
 
 app_name = "challenges"
 
@@ -10,6 +18,7 @@ urlpatterns = [
     path("challenges/<slug:slug>/", views.ChallengeDetailView.as_view(), name="detail"),
     path("challenges/<slug:slug>/data/", views_data.DataView.as_view(), name="data"),
     path("challenges/<slug:slug>/join/", views_data.JoinView.as_view(), name="join"),
+    path("challenges/<slug:slug>/team/", views_teams.TeamView.as_view(), name="team"),
     path(
         "challenges/<slug:slug>/data/<str:name>",
         views_data.DownloadView.as_view(),
@@ -29,6 +38,17 @@ urlpatterns = [
         "challenges/<slug:slug>/<slug:phase_slug>/submit/",
         views.SubmitView.as_view(),
         name="submit",
+    ),
+    # After the phase pages: a phase slugged "team" keeps its leaderboard and submit pages.
+    path(
+        "challenges/<slug:slug>/team/<slug:action>/",
+        views_teams.TeamActionView.as_view(),
+        name="team-action",
+    ),
+    path(
+        "submissions/<int:pk>/",
+        views_submissions.SubmissionDetailView.as_view(),
+        name="submission",
     ),
     path("accounts/signup/", views.SignupView.as_view(), name="signup"),
     path("accounts/profile/", views_accounts.ProfileView.as_view(), name="profile"),

@@ -8,6 +8,7 @@ from challenges.models.membership import ChallengeMembership, DataFile
 from challenges.models.phase import Direction, Phase, RankingScheme, SubmissionKind
 from challenges.models.submission import Submission
 from challenges.models.team import Team, TeamMembership
+from challenges.models.team_invitation import TeamInvitation
 from challenges.models.worker import WorkerHeartbeat
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SubmissionKind",
     "TaskType",
     "Team",
+    "TeamInvitation",
     "TeamMembership",
     "WorkerHeartbeat",
 ]

@@ -4,7 +4,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from challenges.models.challenge import Challenge
+from challenges.models.challenge import Challenge, TaskType
 from challenges.models.data import Dataset
 
 
@@ -70,6 +70,14 @@ class Phase(models.Model):
     time_limit_s = models.PositiveIntegerField(default=600)
     memory_limit_mb = models.PositiveIntegerField(default=4096)
     gpus = models.PositiveSmallIntegerField(default=0)
+    show_case_results = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Participants see their per-case results on the public part. Empty: decided "
+        "by the task (on for segmentation; off for classification, where per-case correctness "
+        "would reveal the hidden labels).",
+    )
     leaderboard_computed_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Start of the last leaderboard update."
     )
@@ -109,3 +117,11 @@ class Phase(models.Model):
     def is_closed(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         return self.closes_at is not None and now >= self.closes_at
+
+    def case_results_visible(self) -> bool:
+        """Whether participants see their per-case results on the public part:
+        ``show_case_results`` if set, else on for segmentation and off for classification
+        (per-case correctness beside the submitted scores would reveal the hidden labels)."""
+        if self.show_case_results is not None:
+            return self.show_case_results
+        return self.challenge.task_type == TaskType.SEGMENTATION

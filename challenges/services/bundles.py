@@ -301,7 +301,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
             "slug", "title", "description", "submission_kind", "opens", "closes", "daily_limit",
             "total_limit", "metrics", "primary_metric", "direction", "ranking",
             "entry_selection", "ladder", "threshold", "nsd_tolerance_mm", "time_limit_s",
-            "memory_limit_mb", "gpus", "input_spec",
+            "memory_limit_mb", "gpus", "input_spec", "show_case_results",
         }
     )  # fmt: skip
     known = KNOWN_METRICS[task]
@@ -347,6 +347,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
         "memory_limit_mb": p.get("memory_limit_mb", 4096, kind=int),
         "gpus": p.get("gpus", 0, kind=int),
         "input_spec": p.get("input_spec", {}, kind=dict),
+        "show_case_results": p.get("show_case_results", None, kind=bool),
     }
 
 

@@ -381,7 +381,7 @@ def test_participant_joins_in_the_browser_and_downloads_the_sample_submission(
     challenge = challenge_import_bundle(path=EXAMPLE).challenge
     UserFactory(username="remote")
     page.goto(live_server.url + challenge.get_absolute_url())
-    page.get_by_role("link", name=re.compile("^Data")).click()
+    page.get_by_role("link", name=re.compile("^Data:")).click()
     page.wait_for_url(re.compile(r"/data/$"))
     page.locator("#access").get_by_role("link", name="log in").click()
     page.fill("#id_username", "remote")
