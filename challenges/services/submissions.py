@@ -90,7 +90,9 @@ def _counted(phase: Phase, user: User, team: Team | None) -> Any:
     )
     newer = Evaluation.objects.filter(submission=OuterRef("pk"), attempt__gt=OuterRef("attempt"))
     failed_last = Exists(platform_failed.exclude(Exists(newer)))
-    who = Q(team=team) if team is not None else Q(participant_id=user.pk, team__isnull=True)
+    # Alone, every submission the user made in the phase counts, those made for a team they
+    # have left included: leaving a team does not give a fresh set of submissions.
+    who = Q(team=team) if team is not None else Q(participant_id=user.pk)
     return Submission.objects.filter(who, phase=phase, is_baseline=False).exclude(failed_last)
 
 

@@ -236,3 +236,16 @@ def test_actions_are_post_only_and_need_the_csrf_token(phase):
     assert client.post(_url(phase, "create"), {"name": "No Token"}).status_code == 403
     assert client.post(_url(phase, "nonsense")).status_code in (403, 404)
     assert not Team.objects.exists()
+
+
+def test_leaving_a_team_does_not_reset_the_leavers_count(phase):
+    phase, preds = phase  # daily_limit=3
+    _, a, _ = _team_of_two(phase)
+    _submit(phase, preds, "alice")
+    _submit(phase, preds, "alice")
+    assert a.post(_url(phase, "leave")).status_code == 302
+    alice = User.objects.get(username="alice")
+    assert limits_for(user=alice, phase=phase).daily_used == 2  # her team submissions count
+    _submit(phase, preds, "alice")
+    with pytest.raises(SubmissionRefused, match="today's 3 submissions"):
+        _submit(phase, preds, "alice")
