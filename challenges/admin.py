@@ -1,12 +1,13 @@
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from challenges.models import (
     Case,
     Challenge,
+    ChallengeMembership,
     Dataset,
     Evaluation,
     Phase,
@@ -18,6 +19,8 @@ from challenges.models import (
     WorkerHeartbeat,
 )
 from challenges.services.evaluations import phase_reevaluate, submission_reevaluate
+
+_M = TypeVar("_M", bound=Model)
 
 
 class PhaseInline(admin.TabularInline[Phase, Any]):
@@ -110,13 +113,8 @@ class TeamAdmin(admin.ModelAdmin[Team]):
     inlines = [TeamMembershipInline]
 
 
-@admin.register(TeamInvitation)
-class TeamInvitationAdmin(admin.ModelAdmin[TeamInvitation]):
-    """Read-only: participants invite, accept and decline on the team page (docs/teams.md)."""
-
-    list_display = ["team", "invitee", "invited_by", "created_at"]
-    list_filter = ["team__challenge"]
-    search_fields = ["team__name", "invitee__username"]
+class ReadOnlyAdmin(admin.ModelAdmin[_M]):
+    """Rows that participants make on the site's pages: organizers look, they do not edit."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -125,12 +123,30 @@ class TeamInvitationAdmin(admin.ModelAdmin[TeamInvitation]):
         return False
 
 
+@admin.register(TeamInvitation)
+class TeamInvitationAdmin(ReadOnlyAdmin[TeamInvitation]):
+    """Read-only: participants invite, accept and decline on the team page (docs/teams.md)."""
+
+    list_display = ["team", "invitee", "invited_by", "created_at"]
+    list_filter = ["team__challenge"]
+    search_fields = ["team__name", "invitee__username"]
+
+
 class EvaluationInline(admin.TabularInline[Evaluation, Any]):
     model = Evaluation
     extra = 0
     fields = ["attempt", "state", "queued_at", "started_at", "finished_at", "message"]
     readonly_fields = ["attempt", "state", "queued_at", "started_at", "finished_at", "message"]
     show_change_link = True
+
+
+@admin.register(ChallengeMembership)
+class ChallengeMembershipAdmin(ReadOnlyAdmin[ChallengeMembership]):
+    """Read-only: participants join and accept the terms on the challenge's join page."""
+
+    list_display = ["challenge", "user", "joined_at", "terms_accepted_at"]
+    list_filter = ["challenge"]
+    search_fields = ["user__username", "challenge__slug"]
 
 
 @admin.register(Submission)

@@ -403,3 +403,16 @@ def test_participant_joins_in_the_browser_and_downloads_the_sample_submission(
     saved = Path(info.value.path())
     expected = DataFile.objects.get(challenge=challenge, name="sample-submission.csv")
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == expected.sha256
+
+
+def test_organizers_see_memberships_in_the_admin_but_cannot_edit_them(lesions):
+    _member(lesions)
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    listing = client.get("/admin/challenges/challengemembership/")
+    assert listing.status_code == 200 and SLUG in listing.content.decode()
+    assert client.get("/admin/challenges/challengemembership/add/").status_code == 403
+    membership = ChallengeMembership.objects.get(challenge=lesions)
+    page = client.get(f"/admin/challenges/challengemembership/{membership.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
