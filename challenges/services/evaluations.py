@@ -243,6 +243,16 @@ def evaluation_create(*, submission: Submission) -> Evaluation:
     return evaluation
 
 
+def _give_up(evaluation: Evaluation, why: str) -> None:
+    """Fail a locked evaluation whose step hit the delivery cap, as the platform's fault."""
+    _fail_locked(
+        evaluation,
+        message=GAVE_UP_MESSAGE.format(n=evaluation.stage_deliveries),
+        logs=f"{why} (SCANBENCH_MAX_DELIVERIES={settings.SCANBENCH_MAX_DELIVERIES})",
+        platform_fault=True,
+    )
+
+
 def evaluation_begin(*, evaluation_id: int, stage: str) -> Evaluation | None:
     """Take the evaluation up for ``stage`` (running or scoring) under a lease for this
     delivery, counting the delivery.
@@ -275,13 +285,10 @@ def evaluation_begin(*, evaluation_id: int, stage: str) -> Evaluation | None:
             )
             return None
         if evaluation.stage_deliveries >= settings.SCANBENCH_MAX_DELIVERIES:
-            _fail_locked(
+            _give_up(
                 evaluation,
-                message=GAVE_UP_MESSAGE.format(n=evaluation.stage_deliveries),
-                logs=f"evaluation_begin: refused delivery {evaluation.stage_deliveries + 1} of "
-                f"the {evaluation.state} step (SCANBENCH_MAX_DELIVERIES="
-                f"{settings.SCANBENCH_MAX_DELIVERIES})",
-                platform_fault=True,
+                f"evaluation_begin: refused delivery {evaluation.stage_deliveries + 1} of "
+                f"the {evaluation.state} step",
             )
             return None
         if evaluation.state != stage:
@@ -520,13 +527,11 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
                 if max(marks, default=ev.queued_at) > requeue_before:
                     continue  # just handed on: its task is probably still in the queue
             if ev.stage_deliveries >= settings.SCANBENCH_MAX_DELIVERIES:
-                _fail_locked(
+                _give_up(
                     ev,
-                    message=GAVE_UP_MESSAGE.format(n=ev.stage_deliveries),
-                    logs=f"reaper: gave up on the {ev.state} step after {ev.stage_deliveries} "
-                    f"deliveries (SCANBENCH_MAX_DELIVERIES={settings.SCANBENCH_MAX_DELIVERIES})"
+                    f"reaper: gave up on the {ev.state} step after {ev.stage_deliveries} "
+                    "deliveries"
                     + (f"; the last lease lapsed at {ev.lease_expires_at}" if lapsed else ""),
-                    platform_fault=True,
                 )
                 counts["failed"] += 1
                 continue

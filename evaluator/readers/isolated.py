@@ -318,6 +318,13 @@ class _Source:
     def file(self) -> Any:
         return os.fdopen(os.dup(self.fd), "rb")
 
+    def zip(self) -> zipfile.ZipFile:
+        """The source as a zip archive; refuses one that cannot be opened as such."""
+        try:
+            return zipfile.ZipFile(self.file())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise InvalidSubmission("not a readable zip archive", file=self.display) from None
+
 
 def _read_fd(fd: int, max_bytes: int, display: str) -> bytes:
     size = os.fstat(fd).st_size
@@ -377,10 +384,7 @@ def _folder_files(src: _Source, extensions: Sequence[str], limits: ZipLimits) ->
 def _zip_files(
     src: _Source, extensions: Sequence[str], limits: ZipLimits
 ) -> tuple[dict[str, _Entry], zipfile.ZipFile]:
-    try:
-        zf = zipfile.ZipFile(src.file())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise InvalidSubmission("not a readable zip archive", file=src.display) from None
+    zf = src.zip()
     files: dict[str, _Entry] = {}
     try:
         members = list(iter_members(zf, limits=limits))
@@ -433,10 +437,7 @@ def _csv_bytes(src: _Source, limits: ZipLimits) -> tuple[bytes, str]:
         finally:
             os.close(fd)
     if src.is_zip:
-        try:
-            zf = zipfile.ZipFile(src.file())
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-            raise InvalidSubmission("not a readable zip archive", file=src.display) from None
+        zf = src.zip()
         try:
             members = [
                 (n, i)
