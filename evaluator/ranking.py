@@ -44,6 +44,7 @@ __all__ = [
     "rank_scores",
     "rank_then_aggregate",
     "significance_tiers",
+    "tier_walk",
 ]
 
 Values = Mapping[str, Mapping[str, float | None]]
@@ -326,6 +327,18 @@ def significance_tiers(
                 pvals[k] = _wilcoxon_greater(d[None, :])[0] if d.size else 1.0
     adjusted = holm_adjust(list(pvals))
     p_adj = {(entries[a], entries[b]): p for (a, b), p in zip(pairs, adjusted, strict=True)}
+    return tier_walk(entries, order, p_adj, alpha)
+
+
+def tier_walk(
+    entries: Sequence[str],
+    order: NDArray[Any],
+    p_adj: dict[tuple[str, str], float],
+    alpha: float,
+) -> Tiers:
+    """Tiers from adjusted one-sided p-values of "a beats b" for a above b: walking down the
+    order (best first), an entry joins the current tier unless the tier's first entry is
+    significantly better than it, in which case it opens the next tier."""
     wins = dict.fromkeys(entries, 0)
     for (a, _b), p in p_adj.items():
         if p < alpha:

@@ -724,6 +724,13 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         row: dict[str, float | None] = {"correct": float(correct[i])}
         if not pred.hard_labels:
             row["brier"] = float(per_case_brier[i])
+        # The probabilities scored (worst values for missing cases included): set-level metrics
+        # (AUC, sensitivity, ...) are recomputed from them on resamples for rank intervals.
+        if binary:
+            row["p/1"] = float(probs[i, 1])
+        else:
+            for j, cls in enumerate(ref.classes):
+                row[f"p/{cls}"] = float(probs[i, j])
         cases[c] = row
     aggregates = {m: _finite_or_none(v) for m, v in values.items()}
     undefined_reason = {

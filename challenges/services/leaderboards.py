@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from challenges.models import (
     Case,
+    CaseSplit,
     Evaluation,
     EvaluationState,
     LeaderboardEntry,
@@ -31,10 +33,13 @@ from challenges.models import (
     Phase,
     Result,
     Submission,
+    TaskType,
 )
 from challenges.models.phase import Direction, EntrySelection, RankingScheme
 from evaluator import ranking
+from evaluator.metrics.classification import BINARY_METRIC_NAMES
 from evaluator.metrics.registry import Task
+from evaluator.ranking_sets import FAST_SET_METRICS, SetEntry, set_metric_bootstrap
 
 PARTS = ("public", "private")
 # Metrics whose aggregate is the mean of per-case values: only these get bootstrap rank
@@ -50,7 +55,32 @@ def _per_case_mean(phase: Phase) -> bool:
     return phase.primary_metric in PER_CASE_MEAN.get(phase.challenge.task_type, set())
 
 
+def _set_level(phase: Phase) -> bool:
+    """A classification metric of the whole set: rank intervals and tiers come from a paired
+    bootstrap that scores every entry again on each resample (evaluator.ranking_sets)."""
+    return (
+        phase.challenge.task_type == TaskType.CLASSIFICATION
+        and phase.primary_metric in BINARY_METRIC_NAMES
+        and not _per_case_mean(phase)
+    )
+
+
 MAX_STABILITY_CELLS = 5_000_000  # entries x cases; beyond this the update stays O(entries)
+# Set-level metrics: entries x cases x resamples. The vectorized metrics (confusion counts,
+# AUC-ROC) cost about a second per 1e8 cells on one core; the others call the metric per
+# resample and get a tenth of that. Fewer resamples are drawn to stay in budget, none below
+# MIN_SET_RESAMPLES (the board then shows no ranges rather than unstable ones).
+SET_LEVEL_CELLS = 100_000_000
+SET_LEVEL_CELLS_SLOW = 10_000_000
+MIN_SET_RESAMPLES = 200
+
+
+def _set_level_resamples(phase: Phase, n_entries: int, n_cases: int) -> int:
+    binary = len(phase.challenge.classes or []) <= 2
+    fast = binary and phase.primary_metric in FAST_SET_METRICS
+    budget = SET_LEVEL_CELLS if fast else SET_LEVEL_CELLS_SLOW
+    n = min(settings.SCANBENCH_RANK_BOOTSTRAP, budget // max(1, n_entries * n_cases))
+    return n if n >= MIN_SET_RESAMPLES else 0
 
 
 @dataclass
@@ -178,10 +208,15 @@ def _rank(
 
 
 def _stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Rank intervals and tiers over cases, for metrics that are means over cases and boards
-    small enough (entries x cases) to resample within a task."""
+    """Rank intervals and tiers over cases, for boards small enough to resample within a task:
+    means over cases by the matrix bootstrap and Wilcoxon, set-level classification metrics by
+    the paired bootstrap of :func:`_set_level_stability`."""
     metric = phase.primary_metric
-    if not _per_case_mean(phase) or len(result_ids) < 2:
+    if len(result_ids) < 2:
+        return {}
+    if _set_level(phase):
+        return _set_level_stability(phase, result_ids)
+    if not _per_case_mean(phase):
         return {}
     per_case = _per_case(list(result_ids.values()), metric)
     values = {e: per_case.get(pk, {}) for e, pk in result_ids.items()}
@@ -199,6 +234,55 @@ def _stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, dict[str, 
     return {
         e: {"rank_low": stab.rank_low[e], "rank_high": stab.rank_high[e], "tier": tiers.tier[e]}
         for e in values
+    }
+
+
+def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap of a set-level metric from the probabilities each result kept per case
+    (``p/k``) and the part's reference labels. Nothing is shown (an empty answer) when a result
+    predates those per-case probabilities or lacks a case, or the board is too large."""
+    results = list(
+        Result.objects.filter(pk__in=result_ids.values()).values_list("pk", "part", "cases", "meta")
+    )
+    parts = {r[1] for r in results}
+    if len(parts) != 1 or len(results) != len(set(result_ids.values())):
+        return {}
+    labels = dict(
+        Case.objects.filter(
+            dataset_id=phase.dataset_id, split=CaseSplit.TEST, leaderboard_part=parts.pop()
+        ).values_list("case_id", "label")
+    )
+    all_labels = Case.objects.filter(dataset_id=phase.dataset_id, split=CaseSplit.TEST)
+    try:
+        y = np.array([int(labels[c]) for c in sorted(labels)], dtype=np.int64)
+        classes = sorted({int(v) for v in all_labels.values_list("label", flat=True)} | {0, 1})
+    except ValueError:
+        return {}
+    n_resamples = _set_level_resamples(phase, len(result_ids), y.size)
+    if not y.size or not n_resamples:
+        return {}
+    keys = ["p/1"] if len(classes) == 2 else [f"p/{k}" for k in classes]
+    by_pk: dict[int, SetEntry] = {}
+    for pk, _part, cases, meta in results:
+        try:
+            probs = np.array([[cases[c][k] for k in keys] for c in sorted(labels)], dtype=float)
+        except (KeyError, TypeError):
+            return {}  # scored before per-case probabilities were kept, or a case is absent
+        hard = (meta or {}).get("prediction_kind") == "label"
+        by_pk[pk] = SetEntry(probs[:, 0] if len(keys) == 1 else probs, hard_labels=hard)
+    stab, tiers = set_metric_bootstrap(
+        y,
+        {e: by_pk[pk] for e, pk in result_ids.items()},
+        metric=phase.primary_metric,
+        higher_is_better=phase.primary_direction == Direction.HIGHER,
+        classes=classes,
+        threshold=phase.decision_threshold,
+        n_resamples=n_resamples,
+        seed=phase.pk,
+    )
+    return {
+        e: {"rank_low": stab.rank_low[e], "rank_high": stab.rank_high[e], "tier": tiers.tier[e]}
+        for e in result_ids
     }
 
 
@@ -277,10 +361,12 @@ def _rerank(phase: Phase, part: str, *, higher_is_better: bool) -> None:
 
 
 def _stability_affordable(phase: Phase, part: str) -> bool:
-    if not _per_case_mean(phase):
+    if not (_per_case_mean(phase) or _set_level(phase)):
         return False
     n_entries = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
     n_cases = Case.objects.filter(dataset_id=phase.dataset_id, leaderboard_part=part).count()
+    if _set_level(phase):
+        return _set_level_resamples(phase, n_entries, n_cases) > 0
     return n_entries * n_cases <= MAX_STABILITY_CELLS
 
 

@@ -335,8 +335,10 @@ CLASSIFICATION_CONVENTIONS: tuple[str, ...] = (
     "labels; `auc_roc`, `auc_pr`, `sens_at_spec` and `brier` are `null`.",
     "The prevalence of each class is reported beside every result, because accuracy alone "
     'misleads: at 1 % prevalence "always negative" scores 99 % accuracy and 0 sensitivity.',
-    "Per-case values are `correct` (0/1, top-1) and `brier`; with the submitted scores they "
-    "would reveal the hidden labels, so the platform keeps them hidden.",
+    "Per-case values are `correct` (0/1, top-1), `brier` and the probabilities scored "
+    "(`p/1` for a binary task, `p/k` per class otherwise; the worst prediction for a missing "
+    "case); with the submitted scores they would reveal the hidden labels, so the platform "
+    "keeps them hidden.",
 )
 
 GENERAL_CONVENTIONS: tuple[str, ...] = (
@@ -353,8 +355,13 @@ GENERAL_CONVENTIONS: tuple[str, ...] = (
     "DeLong for AUC, Wilson for sensitivity and specificity.",
     "Ranking: aggregate-then-rank on the primary metric by default, rank-then-aggregate over "
     "several metrics as an option; ties share a rank (1, 1, 3); full-precision values.",
-    "Rank intervals are the 2.5 and 97.5 % quantiles of the ranks over bootstrap resamples; "
-    "tiers come from paired one-sided Wilcoxon signed-rank tests, Holm-adjusted.",
+    "Rank intervals are the 2.5 and 97.5 % quantiles of the ranks over bootstrap resamples "
+    "of the cases. For a mean over cases (Dice, HD95, Brier) tiers come from paired one-sided "
+    "Wilcoxon signed-rank tests, Holm-adjusted. For a metric of the whole set (AUC, "
+    "sensitivity, accuracy, ...) the bootstrap is paired: every entry is scored again on the "
+    "same resamples from its probabilities and the labels, and the one-sided p-value that a "
+    "beats b is the share of resamples where a does not beat b (plus one, over the number of "
+    "resamples plus one), Holm-adjusted; tiers then form as for Wilcoxon.",
     "The test set is split once, by a seeded draw, into a public part scored live and a "
     "private part that decides the final standings and is revealed when the phase closes.",
 )

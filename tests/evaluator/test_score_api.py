@@ -181,7 +181,7 @@ def test_classification_report(tmp_path):
     assert r.meta["intervals"]["auc_roc"]["method"] == "delong"
     assert r.meta["intervals"]["sensitivity"]["method"] == "wilson"
     assert r.meta["intervals"]["brier"]["method"] == "bootstrap"
-    assert set(r.cases["case_0000"]) == {"correct", "brier"}
+    assert set(r.cases["case_0000"]) == {"correct", "brier", "p/1"}
     assert r.aggregates["brier"] == pytest.approx(np.mean([c["brier"] for c in r.cases.values()]))
     assert r.meta["sens_at_spec_threshold"] is not None
 
