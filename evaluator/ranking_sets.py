@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from evaluator.metrics.classification import binary_metrics, multiclass_metrics
 from evaluator.ranking import (
@@ -106,14 +107,17 @@ def _confusion_metric(
 def _weighted_auc_roc(w: FloatArray, y: IntArray, s: FloatArray) -> FloatArray:
     """Mann-Whitney AUC on every resample: a case drawn k times counts k times, a tie between
     a positive and a negative counts one half (as :func:`~evaluator.metrics.classification
-    .auc_roc` on the resample's cases)."""
-    order = np.argsort(s, kind="mergesort")
-    ss = s[order]
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    wo = w[:, order]
-    pos = (y[order] == 1).astype(np.float64)
-    pos_g = np.add.reduceat(wo * pos, starts, axis=1)  # (B, groups)
-    neg_g = np.add.reduceat(wo * (1.0 - pos), starts, axis=1)
+    .auc_roc` on the resample's cases).
+
+    Cases are grouped by distinct score; one sparse product gives every resample's weight of
+    positives and of negatives per group, in score order."""
+    n = y.size
+    _uniq, group = np.unique(s, return_inverse=True)
+    g = int(group.max()) + 1 if n else 0
+    columns = group + np.where(y == 1, 0, g)
+    indicator = sparse.csr_matrix((np.ones(n), (np.arange(n), columns)), shape=(n, 2 * g))
+    per_group = np.asarray((indicator.T @ w.T).T)  # (B, 2g): positives, then negatives
+    pos_g, neg_g = per_group[:, :g], per_group[:, g:]
     below = np.cumsum(neg_g, axis=1) - neg_g  # negatives strictly below each group
     n1, n0 = pos_g.sum(axis=1), neg_g.sum(axis=1)
     u = (pos_g * (below + 0.5 * neg_g)).sum(axis=1)
