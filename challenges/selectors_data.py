@@ -36,6 +36,11 @@ class DataAccess:
     #: joined once, but the terms changed since: the join page asks again
     terms_outdated: bool
 
+    @property
+    def starting_kits(self) -> list[DataFile]:
+        """The organizers' starting kits among the files (one per data set that has one)."""
+        return [f for f in self.files if f.name.endswith("starting-kit.zip")]
+
 
 def _membership(*, user: Any, challenge: Challenge) -> ChallengeMembership | None:
     if not user.is_authenticated:

@@ -6,6 +6,12 @@
   scikit-learn (569 cases, 212 malignant), written to var/demo-bundles at set-up time. No image
   of it is committed.
 
+Both offer a starting kit (``starting_kit: starting-kit`` in challenge.yaml): the committed folder
+examples/bundles/synthetic-lesions/starting-kit (a README and ``make_submission.py``, a
+standard-library baseline that writes a valid predictions CSV from the Data tab's ``train.csv``
+and ``test-inputs.csv``). It is source, not generated: ``--example`` leaves it as it is and the
+wdbc bundle gets a copy.
+
 Usage: python scripts/make_demo_bundles.py [--example] [--out DIR]
 """
 
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTING_KIT = ROOT / "examples" / "bundles" / "synthetic-lesions" / "starting-kit"
 
 
 def _write_table(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -71,6 +79,7 @@ dataset:
   inputs: features.csv
   public_fraction: 0.3
   seed: 11
+starting_kit: starting-kit
 phases:
   - slug: open
     title: Open phase
@@ -83,6 +92,7 @@ phases:
 """,
         encoding="utf-8",
     )
+    _copy_starting_kit(bundle)
     return bundle
 
 
@@ -128,6 +138,7 @@ dataset:
   inputs: features.csv
   public_fraction: 0.3
   seed: 2026
+starting_kit: starting-kit
 phases:
   - slug: open
     title: Open phase
@@ -140,7 +151,17 @@ phases:
 """,
         encoding="utf-8",
     )
+    _copy_starting_kit(bundle)
     return bundle
+
+
+def _copy_starting_kit(bundle: Path) -> None:
+    """The committed kit, copied into a generated bundle (the example already holds it)."""
+    dest = bundle / "starting-kit"
+    if dest.resolve() == STARTING_KIT.resolve():
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(STARTING_KIT, dest)
 
 
 def main() -> None:

@@ -33,6 +33,20 @@ class Dataset(models.Model):
         blank=True,
         help_text="For tabular inputs: storage path of the table of all cases' features.",
     )
+    summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "Measured at import from the organizer's files (image sizes, spacing, foreground "
+            "fractions, empty-mask scores; class counts): aggregates only, shown on the task "
+            "card. Empty for data imported before it existed: manage.py dataset_summary."
+        ),
+    )
+    starting_kit = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Public storage path of the bundle's starting-kit folder, if it has one.",
+    )
 
     class Meta:
         constraints = [

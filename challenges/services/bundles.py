@@ -5,6 +5,11 @@ written, and the database writes are one transaction: a bad bundle changes nothi
 :class:`BundleError` with one message naming the file and the field. Re-importing a bundle with
 the same slugs updates the challenge, its phases and cases in place; the public/private part of a
 test case, once drawn, never changes.
+
+The import also measures the data once (image grid, foreground fractions and what an empty mask
+scores, or class counts: ``Dataset.summary``, shown on the task card, so that a page never reads a
+mask) and copies the optional starting kit into the public media folder (offered on the Data tab
+by challenges.services.data).
 """
 
 from __future__ import annotations
@@ -42,11 +47,16 @@ from challenges.models import (
 )
 from challenges.models.phase import EntrySelection
 from evaluator import ranking
+from evaluator.dataset_summary import SUMMARY_VERSION, MaskSummaryError, summarize_masks
 from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, safe_extract
 
 MANIFEST = "challenge.yaml"
 MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".npy", ".npz")
+#: a starting kit is code and notes, not data: its files together stay under this many bytes
+#: (``SCANBENCH_MAX_STARTING_KIT_BYTES`` overrides it) and under this many files
+STARTING_KIT_MAX_BYTES = 50 << 20
+STARTING_KIT_MAX_FILES = 500
 
 KNOWN_METRICS = {"segmentation": SEGMENTATION_METRICS, "classification": CLASSIFICATION_METRICS}
 
@@ -362,6 +372,114 @@ def _bundle_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def _starting_kit(root: Path, top: _Fields, ds: _Fields) -> Path | None:
+    """The bundle's ``starting_kit`` folder, checked: inside the bundle, no links, no data
+    folder of the bundle in it or around it (a kit of ``.`` would publish the test labels),
+    and small (:data:`STARTING_KIT_MAX_BYTES`, :data:`STARTING_KIT_MAX_FILES`)."""
+    name = top.get("starting_kit", None)
+    if name is None:
+        return None
+    where = f"{MANIFEST}: starting_kit: {name}"
+    src = root / name
+    base = root.resolve()
+    if src.is_symlink() or not src.resolve().is_relative_to(base):
+        raise BundleError(f"{where}: not a folder inside the bundle")
+    if not src.is_dir():
+        raise BundleError(f"{where}: no such folder in the bundle")
+    kit = src.resolve()
+    if kit == base:
+        raise BundleError(f"{where}: the kit cannot be the whole bundle")
+    data_paths = [ds.get(key, None) for key in ("cases", "inputs", "labels")]
+    for other in [MANIFEST, *(p for p in data_paths if p)]:
+        path = (root / other).resolve()
+        if path == kit or kit in path.parents or path in kit.parents:
+            raise BundleError(f"{where}: overlaps {other}, which is not public")
+    cap = int(getattr(settings, "SCANBENCH_MAX_STARTING_KIT_BYTES", STARTING_KIT_MAX_BYTES))
+    entries = sorted(src.rglob("*"))
+    for p in entries:  # links first: nothing is measured through one
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            raise BundleError(f"{rel}: links are not allowed in a bundle")
+        if not p.is_dir() and not p.is_file():
+            raise BundleError(f"{rel}: not a regular file")
+    total, files = 0, 0
+    for p in entries:
+        if p.is_dir():
+            continue
+        files += 1
+        total += p.stat().st_size
+        if files > STARTING_KIT_MAX_FILES:
+            raise BundleError(f"{where}: more than {STARTING_KIT_MAX_FILES} files")
+        if total > cap:
+            raise BundleError(f"{where}: larger than {cap} bytes (code and notes, not data)")
+    if not files:
+        raise BundleError(f"{where}: the folder is empty")
+    return src
+
+
+def _declared_labels(classes: list[str]) -> list[int] | None:
+    """The segmentation labels the scorer is told (challenges.services.scoring): 1..n."""
+    return list(range(1, len(classes) + 1)) if classes else None
+
+
+def _classification_summary(rows: list[tuple[str, str]], n_classes: int) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for split in CaseSplit.values:
+        labels = [label for s, label in rows if s == split]
+        if labels:
+            counts = {str(k): labels.count(str(k)) for k in range(n_classes)}
+            splits[split] = {"cases": len(labels), "classes": counts}
+    return {"version": SUMMARY_VERSION, "task": TaskType.CLASSIFICATION, "splits": splits}
+
+
+def _measure(
+    task: str, classes: list[str], cases: list[tuple[str, str, str, Path | None]]
+) -> dict[str, Any]:
+    """The data set's summary from ``(case_id, split, label, mask path)`` of every case; masks
+    are read one at a time. Raises MaskSummaryError naming the file and the case."""
+    if task == TaskType.CLASSIFICATION:
+        return _classification_summary([(c[1], c[2]) for c in cases], max(len(classes), 2))
+    masks = ((case_id, split, path) for case_id, split, _, path in cases if path is not None)
+    return summarize_masks(
+        masks,
+        labels=_declared_labels(classes),
+        max_voxel_bytes=settings.SCANBENCH_MAX_UNZIPPED_BYTES,
+    )
+
+
+def _summary_from_specs(task: str, classes: list[str], specs: list[_CaseSpec]) -> dict[str, Any]:
+    try:
+        return _measure(task, classes, [(s.case_id, s.split, s.label, s.label_src) for s in specs])
+    except MaskSummaryError as exc:
+        raise BundleError(f"{exc} (label mask)") from exc
+
+
+def dataset_summary_refresh(*, dataset: Dataset) -> dict[str, Any]:
+    """Measure the stored cases of ``dataset`` again and save ``Dataset.summary``: for data
+    imported before summaries existed, and for cases made without a bundle (tests). Reads
+    every mask once, one at a time (train masks from MEDIA_ROOT, test masks from
+    SCANBENCH_PRIVATE_ROOT); never call it while serving a page."""
+    media = Path(settings.MEDIA_ROOT)
+    private = Path(settings.SCANBENCH_PRIVATE_ROOT)
+    rows = Case.objects.filter(dataset=dataset).order_by("split", "case_id")
+    cases = [
+        (
+            case_id,
+            split,
+            label,
+            ((private if split == CaseSplit.TEST else media) / label_file) if label_file else None,
+        )
+        for case_id, split, label, label_file in rows.values_list(
+            "case_id", "split", "label", "label_file"
+        )
+    ]
+    challenge = dataset.challenge
+    summary = _measure(challenge.task_type, list(challenge.classes or []), cases)
+    dataset.summary = summary
+    dataset.save(update_fields=["summary"])
+    return summary
+
+
 # --- the service ------------------------------------------------------------------------------
 
 
@@ -381,7 +499,7 @@ def challenge_import_bundle(
         top.unknown_keys(
             {
                 "slug", "title", "summary", "task", "classes", "input", "output", "licence",
-                "attribution", "dataset", "phases", "published", "terms",
+                "attribution", "dataset", "phases", "published", "terms", "starting_kit",
             }
         )  # fmt: skip
         task = top.choice("task", TaskType)
@@ -423,6 +541,8 @@ def challenge_import_bundle(
                 raise pf._fail("slug", f"duplicate phase slug {phase_slug!r}")
             phases[phase_slug] = _phase_values(pf, task)
 
+        kit = _starting_kit(root, top, ds)
+        summary = _summary_from_specs(task, challenge_values["classes"], specs)
         digest = _bundle_digest(root)[:16]
         return _write(
             slug=slug,
@@ -438,7 +558,18 @@ def challenge_import_bundle(
             phases=phases,
             digest=digest,
             organizer=organizer,
+            kit=kit,
+            summary=summary,
         )
+
+
+def _store_tree(src: Path, *, root: Path, rel: str) -> str:
+    """Copy a validated folder (no links, size-capped: :func:`_starting_kit`) under ``root``."""
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            _store(p, root=root, rel=f"{rel}/{p.relative_to(src).as_posix()}")
+    (root / rel).mkdir(parents=True, exist_ok=True)
+    return rel
 
 
 def _store(src: Path, *, root: Path, rel: str) -> str:
@@ -460,6 +591,8 @@ def _write(
     phases: dict[str, dict[str, Any]],
     digest: str,
     organizer: AbstractBaseUser | None,
+    kit: Path | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> ImportReport:
     """Write the validated bundle. Files go to a folder named by the bundle's digest, so the rows
     of a previous import keep pointing at intact files if this transaction rolls back."""
@@ -474,7 +607,9 @@ def _write(
     private = Path(settings.SCANBENCH_PRIVATE_ROOT)
     if table is not None:
         dataset.input_table = _store(table, root=media, rel=f"{base}/inputs/{table.name}")
-        dataset.save(update_fields=["input_table"])
+    dataset.starting_kit = "" if kit is None else _store_tree(kit, root=media, rel=f"{base}/kit")
+    dataset.summary = summary or {}
+    dataset.save(update_fields=["input_table", "starting_kit", "summary"])
 
     existing = {c.case_id: c for c in Case.objects.filter(dataset=dataset)}
     keep_parts = {i: c.leaderboard_part for i, c in existing.items() if c.split == CaseSplit.TEST}

@@ -1,7 +1,8 @@
 """A challenge's public downloads and who may take them (docs/data.md).
 
 Public files are generated once from the public case rows (train inputs with their labels, test
-inputs without, a sample submission in the exact prediction format) into a folder under
+inputs without, a sample submission in the exact prediction format) and the organizer's starting
+kit (a folder of the bundle copied into MEDIA_ROOT at import) into a folder under
 ``VAR_DIR/data`` named by a digest of those rows, with their size and sha256 stored in
 :class:`~challenges.models.DataFile`. The rows are the whitelist that download URLs are looked
 up in; nothing here reads ``SCANBENCH_PRIVATE_ROOT`` or a test label, so no generated file can
@@ -33,7 +34,7 @@ from challenges.models import Case, CaseSplit, Challenge, ChallengeMembership, D
 logger = logging.getLogger(__name__)
 
 #: bump when the layout of the generated files changes: every challenge's files are rebuilt
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 #: zip members keep a fixed time, so that the same rows always give the same bytes and sha256
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _STORED_SUFFIXES = (".gz", ".png", ".npz", ".zip", ".jpg", ".jpeg")
@@ -101,7 +102,7 @@ def _public_rows(challenge: Challenge) -> list[tuple[Any, ...]]:
     deliberately not among them."""
     rows: list[tuple[Any, ...]] = []
     for ds in challenge.datasets.order_by("slug"):
-        rows.append(("dataset", ds.pk, ds.slug, ds.input_table))
+        rows.append(("dataset", ds.pk, ds.slug, ds.input_table, ds.starting_kit))
         cases = Case.objects.filter(dataset=ds).order_by("case_id")
         for case_id, split, input_file, label, label_file in cases.values_list(
             "case_id", "split", "input_file", "label", "label_file"
@@ -202,7 +203,33 @@ def _write_files(challenge: Challenge, out: Path) -> list[_Planned]:
             except ValueError as exc:  # an input type without a sample mask: list the rest
                 logger.warning("challenge %s: no sample submission: %s", challenge.slug, exc)
                 (out / f"{prefix}sample-submission.zip").unlink(missing_ok=True)
+        if ds.starting_kit:
+            kit = _starting_kit(ds.starting_kit, out, prefix)
+            if kit is not None:
+                planned.append(kit)
     return planned
+
+
+def _starting_kit(rel: str, out: Path, prefix: str) -> _Planned | None:
+    """Zip the organizer's starting kit (copied into MEDIA_ROOT at import, checked there by
+    challenges.services.bundles: no links, size-capped) as ``starting-kit/<file>`` members."""
+    media = Path(settings.MEDIA_ROOT).resolve()
+    folder = (media / rel).resolve()
+    if not folder.is_relative_to(media) or not folder.is_dir():
+        logger.warning("starting kit %s: not a folder under MEDIA_ROOT; not offered", rel)
+        return None
+    members = [
+        (f"starting-kit/{p.relative_to(folder).as_posix()}", p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]
+    if not members:
+        return None
+    name = f"{prefix}starting-kit.zip"
+    _zip(out / name, members, [])
+    return _Planned(
+        name, f"Starting kit from the organizers: starting-kit/, {len(members)} file(s)."
+    )
 
 
 def _media(rel: str) -> Path:

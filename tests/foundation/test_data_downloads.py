@@ -132,7 +132,12 @@ def test_joined_member_downloads_the_listed_bytes_with_their_sha256(lesions):
     page = client.get(f"/challenges/{SLUG}/data/")
     assert page.status_code == 200
     listed = {f.name: f for f in DataFile.objects.filter(challenge=lesions)}
-    assert set(listed) == {"train.csv", "test-inputs.csv", "sample-submission.csv"}
+    assert set(listed) == {
+        "train.csv",
+        "test-inputs.csv",
+        "sample-submission.csv",
+        "starting-kit.zip",
+    }
     for f in listed.values():
         assert f.sha256 in page.content.decode()
         response = client.get(f"/challenges/{SLUG}/data/{f.name}")
@@ -332,6 +337,76 @@ def test_data_page_lists_the_downloads_and_the_challenge_page_links_to_it(lesion
         assert name in page
     assert "log in" in page
     assert f'href="/challenges/{SLUG}/data/train.csv"' not in page
+
+
+# --- the starting kit ----------------------------------------------------------------------------
+
+
+def test_starting_kit_is_listed_with_the_sha256_of_the_downloaded_bytes(lesions):
+    client = _member(lesions)
+    page = client.get(f"/challenges/{SLUG}/data/").content.decode()
+    kit = DataFile.objects.get(challenge=lesions, name="starting-kit.zip")
+    assert 'data-file="starting-kit.zip"' in page and kit.sha256 in page
+    assert 'id="starting-kit"' in page
+    response = client.get(f"/challenges/{SLUG}/data/starting-kit.zip")
+    assert response.status_code == 200 and response["Accept-Ranges"] == "bytes"
+    body = _body(response)
+    assert len(body) == kit.size and hashlib.sha256(body).hexdigest() == kit.sha256
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert sorted(zf.namelist()) == [
+            "starting-kit/README.md",
+            "starting-kit/make_submission.py",
+        ]
+        assert (
+            zf.read("starting-kit/README.md")
+            == (EXAMPLE / "starting-kit" / "README.md").read_bytes()
+        )
+    part = client.get(f"/challenges/{SLUG}/data/starting-kit.zip", HTTP_RANGE="bytes=10-19")
+    assert part.status_code == 206 and _body(part) == body[10:20]
+
+
+def test_starting_kit_is_not_offered_to_a_non_member(lesions):
+    stranger = Client()
+    stranger.force_login(UserFactory())
+    assert stranger.get(f"/challenges/{SLUG}/data/starting-kit.zip").status_code == 403
+    page = stranger.get(f"/challenges/{SLUG}/data/").content.decode()
+    assert f'href="/challenges/{SLUG}/data/starting-kit.zip"' not in page
+    assert Client().get(f"/challenges/{SLUG}/data/starting-kit.zip").status_code == 302
+
+
+def test_a_bundle_without_a_starting_kit_lists_none(segmentation):
+    names = {f.name for f in data_files_current(challenge=segmentation)}
+    assert "starting-kit.zip" not in names and "train.zip" in names
+
+
+def test_starting_kit_script_writes_a_submission_that_scores(lesions, tmp_path):
+    import subprocess
+    import sys
+
+    client = _member(lesions)
+    for name in ("train.csv", "test-inputs.csv"):
+        (tmp_path / name).write_bytes(_body(client.get(f"/challenges/{SLUG}/data/{name}")))
+    with zipfile.ZipFile(
+        io.BytesIO(_body(client.get(f"/challenges/{SLUG}/data/starting-kit.zip")))
+    ) as zf:
+        zf.extractall(tmp_path)
+    subprocess.run(
+        [sys.executable, "starting-kit/make_submission.py", "--out", "predictions.csv"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    phase = lesions.phases.get()
+    submission = submission_create(
+        user=UserFactory(),
+        phase=phase,
+        file=SimpleUploadedFile("predictions.csv", (tmp_path / "predictions.csv").read_bytes()),
+    )
+    evaluation = Evaluation.objects.get(submission=submission)
+    evaluation_score(evaluation_id=evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.state == EvaluationState.SUCCEEDED, evaluation.message
+    assert evaluation.results.get(part="public").aggregates["auc_roc"] > 0.6  # beats chance
 
 
 # --- in a real browser --------------------------------------------------------------------------

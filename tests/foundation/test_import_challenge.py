@@ -79,8 +79,9 @@ def test_reimport_updates_in_place_and_keeps_the_drawn_parts(bundle):
 def test_zipped_bundle_imports_like_a_folder(bundle, tmp_path):
     archive = tmp_path / "bundle.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        for p in bundle.iterdir():
-            zf.write(p, f"synthetic-lesions/{p.name}")
+        for p in sorted(bundle.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"synthetic-lesions/{p.relative_to(bundle).as_posix()}")
     _import(archive)
     assert Case.objects.count() == 200
 
@@ -206,3 +207,119 @@ def test_command_exits_non_zero_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert "challenge.yaml: task: missing required field" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- the starting kit and the measured summary ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_example_bundle_stores_its_starting_kit_and_class_counts(bundle, settings):
+    _import(bundle)
+    dataset = Challenge.objects.get(slug="synthetic-lesions").datasets.get()
+    kit = Path(settings.MEDIA_ROOT) / dataset.starting_kit
+    assert sorted(p.name for p in kit.iterdir()) == ["README.md", "make_submission.py"]
+    summary = dataset.summary
+    assert summary["task"] == "classification"
+    assert summary["splits"]["train"]["cases"] == 120
+    assert summary["splits"]["test"]["cases"] == 80
+    labels = list(
+        Case.objects.filter(dataset=dataset, split="test").values_list("label", flat=True)
+    )
+    assert summary["splits"]["test"]["classes"] == {"0": labels.count("0"), "1": labels.count("1")}
+
+
+def _kit_outside(bundle: Path) -> str:
+    (bundle.parent / "elsewhere").mkdir()
+    (bundle.parent / "elsewhere" / "x.py").write_text("print(1)\n")
+    return "../elsewhere"
+
+
+def _kit_with_link(bundle: Path) -> str:
+    (bundle / "starting-kit" / "secrets").symlink_to("/etc/passwd")
+    return "starting-kit"
+
+
+def _kit_too_large(bundle: Path) -> str:
+    (bundle / "starting-kit" / "weights.bin").write_bytes(b"\0" * 40_000)
+    return "starting-kit"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_kit_outside, "starting_kit: ../elsewhere: not a folder inside the bundle"),
+        (lambda b: "nothing-here", "starting_kit: nothing-here: no such folder in the bundle"),
+        (lambda b: ".", "starting_kit: .: the kit cannot be the whole bundle"),
+        (_kit_with_link, "starting-kit/secrets: links are not allowed in a bundle"),
+        (_kit_too_large, "starting_kit: starting-kit: larger than 30000 bytes"),
+    ],
+    ids=["outside", "missing", "whole-bundle", "symlink", "too-large"],
+)
+def test_a_bad_starting_kit_is_refused_naming_the_field(bundle, settings, make, expected):
+    settings.SCANBENCH_MAX_STARTING_KIT_BYTES = 30_000
+    name = make(bundle)
+    _edit_manifest(bundle, lambda d: d.update(starting_kit=name))
+    with pytest.raises(CommandError, match=re.escape(expected)):
+        _import(bundle)
+    assert Challenge.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_starting_kit_holding_the_test_data_is_refused(bundle):
+    (bundle / "kit").mkdir()
+    shutil.move(bundle / "cases.csv", bundle / "kit" / "cases.csv")
+    _edit_manifest(bundle, lambda d: d.update(starting_kit="kit") or d["dataset"].update(
+        cases="kit/cases.csv"
+    ))  # fmt: skip
+    with pytest.raises(CommandError, match=r"starting_kit: kit: overlaps kit/cases.csv"):
+        _import(bundle)
+    assert Challenge.objects.count() == 0
+
+
+def _segmentation_bundle(folder: Path) -> Path:
+    import numpy as np
+
+    from evaluator.synthetic import write_nifti
+
+    (folder / "labels").mkdir(parents=True)
+    rows = ["case_id,split"]
+    for i in range(4):
+        case_id = f"seg{i}"
+        rows.append(f"{case_id},{'train' if i < 2 else 'test'}")
+        mask = np.zeros((10, 8, 4), dtype=np.uint8)
+        mask[2:5, 2:4, 1:3] = 1
+        write_nifti(folder / "labels" / f"{case_id}.nii.gz", mask, (1.0, 1.0, 2.0))
+    (folder / "cases.csv").write_text("\n".join(rows) + "\n")
+    manifest = {
+        "slug": "seg-measured", "title": "Seg", "summary": "Boxes.", "task": "segmentation",
+        "classes": ["box"], "licence": "CC0 1.0", "attribution": "Generated.",
+        "dataset": {"cases": "cases.csv", "labels": "labels"},
+        "phases": [{"slug": "open", "title": "Open", "metrics": ["dice", "hd95"]}],
+    }  # fmt: skip
+    (folder / "challenge.yaml").write_text(yaml.safe_dump(manifest))
+    return folder
+
+
+@pytest.mark.django_db
+def test_an_unreadable_mask_is_refused_at_import_naming_file_and_case(tmp_path):
+    bundle = _segmentation_bundle(tmp_path / "seg")
+    (bundle / "labels" / "seg3.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(CommandError, match=r"seg3.nii.gz: case 'seg3': .*\(label mask\)"):
+        _import(bundle)
+    assert Challenge.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_dataset_summary_command_measures_data_imported_without_one(tmp_path):
+    _import(_segmentation_bundle(tmp_path / "seg"))
+    dataset = Challenge.objects.get(slug="seg-measured").datasets.get()
+    measured = dataset.summary
+    assert measured["splits"]["test"]["shape"] == {"min": [10, 8, 4], "max": [10, 8, 4]}
+    dataset.summary = {}
+    dataset.save()
+    call_command("dataset_summary", "seg-measured")
+    dataset.refresh_from_db()
+    assert dataset.summary == measured
+    with pytest.raises(CommandError, match="no challenge 'nope'"):
+        call_command("dataset_summary", "nope")
