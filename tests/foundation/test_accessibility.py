@@ -33,13 +33,20 @@ def test_participant_pages_have_no_serious_accessibility_violation(demo, live_se
     from challenges.models import Phase
 
     phase = Phase.objects.get(challenge__slug="breast-cancer-wdbc")
-    anonymous = ["/", "/accounts/signup/", "/accounts/login/", phase.get_absolute_url()]
+    anonymous = [
+        "/",
+        "/accounts/signup/",
+        "/accounts/login/",
+        "/accounts/password_reset/",
+        phase.get_absolute_url(),
+    ]
     signed_in = [
         f"/challenges/{phase.challenge.slug}/",
         f"/challenges/{phase.challenge.slug}/{phase.slug}/submit/",
         f"/challenges/{phase.challenge.slug}/data/",
         f"/challenges/{phase.challenge.slug}/join/",
         "/accounts/profile/",
+        "/accounts/password_change/",
     ]
     found = {}
     for path in anonymous:
@@ -54,3 +61,16 @@ def test_participant_pages_have_no_serious_accessibility_violation(demo, live_se
         page.goto(live_server.url + path)
         found[path] = _violations(page)
     assert not any(found.values()), found
+
+
+def test_keyboard_users_can_skip_to_the_content_and_see_where_the_focus_is(demo, live_server, page):  # noqa: F811
+    page.goto(live_server.url + "/accounts/login/")
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip-link")
+    assert skip.evaluate("el => el === document.activeElement")
+    assert skip.is_visible() and skip.bounding_box()["y"] >= 0  # type: ignore[index]
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.keyboard.press("Tab")  # the first field of the log-in form
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid", "the focused field shows a focus ring"
