@@ -5,11 +5,14 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from challenges.models import (
+    BundleUpload,
     Case,
     Challenge,
     ChallengeMembership,
     Dataset,
+    EntryExclusion,
     Evaluation,
+    OrganizerAction,
     Phase,
     Result,
     Submission,
@@ -150,32 +153,54 @@ class ChallengeMembershipAdmin(ReadOnlyAdmin[ChallengeMembership]):
 
 
 @admin.register(Submission)
-class SubmissionAdmin(admin.ModelAdmin[Submission]):
+class SubmissionAdmin(ReadOnlyAdmin[Submission]):
+    """Read-only: what a participant handed in is evidence; re-evaluation (the action, or the
+    organizer console) makes a new attempt and keeps the earlier one."""
+
     list_display = ["id", "phase", "participant", "team", "kind", "is_baseline", "created_at"]
     list_filter = ["kind", "is_baseline", "phase"]
     search_fields = ["participant__username", "sha256"]
-    readonly_fields = ["sha256", "created_at"]
     inlines = [EvaluationInline]
     actions = [reevaluate_submissions]
 
 
 @admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin[Evaluation]):
+class EvaluationAdmin(ReadOnlyAdmin[Evaluation]):
+    """Read-only: states move only through the pipeline (docs/pipeline.md)."""
+
     list_display = [
         "id", "submission", "attempt", "state", "deliveries", "lease_expires_at", "queued_at",
         "finished_at",
     ]  # fmt: skip
     list_filter = ["state"]
-    # Deliveries and the lease belong to the workers and the reaper (docs/pipeline.md).
-    readonly_fields = [
-        "queued_at", "deliveries", "stage_deliveries", "lease_owner", "lease_expires_at",
-    ]  # fmt: skip
 
 
 @admin.register(Result)
-class ResultAdmin(admin.ModelAdmin[Result]):
+class ResultAdmin(ReadOnlyAdmin[Result]):
+    """Read-only: aggregates and per-case values are what the evaluator computed."""
+
     list_display = ["id", "evaluation", "part", "created_at"]
     list_filter = ["part"]
+
+
+@admin.register(OrganizerAction)
+class OrganizerActionAdmin(ReadOnlyAdmin[OrganizerAction]):
+    """The organizers' audit log: append-only."""
+
+    list_display = ["created_at", "challenge", "actor", "action", "summary"]
+    list_filter = ["challenge", "action"]
+
+
+@admin.register(EntryExclusion)
+class EntryExclusionAdmin(ReadOnlyAdmin[EntryExclusion]):
+    """Read-only: organizers hide and disqualify entries in the console, where it is logged."""
+
+    list_display = ["phase", "kind", "submission", "participant", "team", "created_at", "lifted_at"]
+
+
+@admin.register(BundleUpload)
+class BundleUploadAdmin(ReadOnlyAdmin[BundleUpload]):
+    list_display = ["original_name", "uploaded_by", "challenge", "state", "created_at"]
 
 
 @admin.register(WorkerHeartbeat)

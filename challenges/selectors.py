@@ -12,6 +12,7 @@ from challenges.models import (
     Evaluation,
     LeaderboardEntry,
     Phase,
+    PrivateRelease,
     Result,
     Submission,
 )
@@ -77,10 +78,10 @@ def phase_get_public(*, phase_id: int) -> Phase:
 
 
 def user_is_organizer(*, user: Any, challenge: Challenge) -> bool:
+    """Organizer powers are per challenge: its organizers and co-organizers, nobody else (the
+    site's superuser administers the site through the admin, not challenges)."""
     if not user.is_authenticated:
         return False
-    if user.is_superuser:
-        return True
     return challenge.organizers.filter(pk=user.pk).exists()
 
 
@@ -92,6 +93,8 @@ def private_part_revealed(*, phase: Phase, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not phase.is_closed(now):
         return False
+    if phase.private_release == PrivateRelease.MANUAL and phase.private_published_at is None:
+        return False  # closed, but the organizers have not published the final standings yet
     return (
         not Phase.objects.filter(dataset_id=phase.dataset_id)
         .filter(Q(closes_at__isnull=True) | Q(closes_at__gt=now))

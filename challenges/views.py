@@ -29,8 +29,10 @@ from challenges.selectors import (
     private_leaderboard_visible,
     submission_rows_for_user,
 )
+from challenges.selectors_charts import leaderboard_charts
 from challenges.selectors_taskcard import task_card_for_challenge
 from challenges.services.accounts import email_verification_send
+from challenges.services.leaderboards import stability_method
 from challenges.services.submissions import (
     SubmissionRefused,
     limits_for,
@@ -122,6 +124,8 @@ class LeaderboardView(TemplateView):
             "page": page,
             "metrics": phase.metrics,
             "mine": _my_entrants(self.request),
+            "charts": leaderboard_charts(phase=phase, part=part, entries=rows),
+            "set_level": stability_method(phase) == "paired_bootstrap",
         }
 
 

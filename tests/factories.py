@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from challenges.models import Case, Challenge, Dataset, Phase
-from challenges.services.bundles import draw_leaderboard_parts
+from challenges.services.bundles import dataset_summary_refresh, draw_leaderboard_parts
 from evaluator.synthetic import write_classification, write_segmentation
 
 
@@ -38,6 +38,7 @@ class ChallengeFactory(factory.django.DjangoModelFactory):
     classes = ["negative", "positive"]
     data_licence = "CC0 1.0"
     data_attribution = "Generated."
+    is_published = True
 
 
 class DatasetFactory(factory.django.DjangoModelFactory):
@@ -90,6 +91,7 @@ def classification_phase(
     with ref.open() as fh:
         labels = {row["case_id"]: row["label"] for row in csv.DictReader(fh)}
     _add_test_cases(phase.dataset, labels, {})
+    dataset_summary_refresh(dataset=phase.dataset)
     return phase, preds
 
 
@@ -114,5 +116,7 @@ def segmentation_phase(
         shutil.copyfile(p, dest / p.name)
         files[p.name.removesuffix(".nii.gz")] = f"{rel}/{p.name}"
     _add_test_cases(phase.dataset, {c: "" for c in files}, files)
+    # measured as an import would: the task card shows it
+    dataset_summary_refresh(dataset=phase.dataset)
     archive = shutil.make_archive(str(tmp / "seg-predictions"), "zip", pred_dir)
     return phase, Path(archive)

@@ -39,7 +39,15 @@ class Challenge(models.Model):
     organizers = models.ManyToManyField(
         settings.AUTH_USER_MODEL, related_name="organized_challenges", blank=True
     )
-    is_published = models.BooleanField(default=True)
+    is_published = models.BooleanField(
+        default=False,
+        help_text="Shown to everyone. New challenges start unpublished: the organizers check "
+        "them first.",
+    )
+    requires_approval = models.BooleanField(
+        default=False,
+        help_text="Joining needs an organizer's approval before the data and submissions open.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -4,6 +4,12 @@ from django.db import models
 from challenges.models.challenge import Challenge
 
 
+class MembershipStatus(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    PENDING = "pending", "Waiting for the organizers' approval"
+    REJECTED = "rejected", "Not approved"
+
+
 class ChallengeMembership(models.Model):
     """A participant who joined a challenge. Downloads need a membership whose accepted terms
     are the challenge's current terms (``terms_sha256``): when an organizer changes the terms,
@@ -17,6 +23,13 @@ class ChallengeMembership(models.Model):
     terms_accepted_at = models.DateTimeField(null=True, blank=True)
     terms_sha256 = models.CharField(
         max_length=64, blank=True, help_text="sha256 of the terms text the member accepted."
+    )
+    status = models.CharField(
+        max_length=16, choices=MembershipStatus.choices, default=MembershipStatus.APPROVED
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
 
     class Meta:

@@ -29,6 +29,11 @@ class EntrySelection(models.TextChoices):
     LATEST = "latest", "Latest submission per participant or team"
 
 
+class PrivateRelease(models.TextChoices):
+    ON_CLOSE = "on_close", "When the phase and every phase on the same test cases have closed"
+    MANUAL = "manual", "When an organizer publishes it, after the close"
+
+
 class Phase(models.Model):
     """A stage of a challenge with its own submission kind, window, limits and scoring."""
 
@@ -42,6 +47,12 @@ class Phase(models.Model):
     )
     opens_at = models.DateTimeField(default=timezone.now)
     closes_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never closes.")
+    private_release = models.CharField(
+        max_length=16, choices=PrivateRelease.choices, default=PrivateRelease.ON_CLOSE
+    )
+    private_published_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an organizer published the private leaderboard."
+    )
     daily_limit = models.PositiveIntegerField(
         default=5, help_text="Submissions per participant or team per UTC day."
     )

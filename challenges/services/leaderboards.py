@@ -26,6 +26,7 @@ from django.utils import timezone
 from challenges.models import (
     Case,
     CaseSplit,
+    EntryExclusion,
     Evaluation,
     EvaluationState,
     LeaderboardEntry,
@@ -63,6 +64,14 @@ def _set_level(phase: Phase) -> bool:
         and phase.primary_metric in BINARY_METRIC_NAMES
         and not _per_case_mean(phase)
     )
+
+
+def stability_method(phase: Phase) -> str | None:
+    """How the board's rank ranges and tiers are made: "wilcoxon" (a mean over cases),
+    "paired_bootstrap" (a set-level metric) or None (neither applies)."""
+    if _set_level(phase):
+        return "paired_bootstrap"
+    return "wilcoxon" if _per_case_mean(phase) else None
 
 
 MAX_STABILITY_CELLS = 5_000_000  # entries x cases; beyond this the update stays O(entries)
@@ -123,12 +132,15 @@ def _candidates(phase: Phase, part: str, only: Q | None = None) -> list[_Candida
             "aggregates", "meta__intervals", "meta__worst_filled",
         )
     )  # fmt: skip
+    hidden, out_users, out_teams = _exclusions(phase)
     seen: set[int] = set()
     out: list[_Candidate] = []
     for pk, ev, sub, created, uid, uname, tid, tname, baseline, bname, agg, iv, wf in rows:
         if sub in seen:  # an older attempt of a submission already taken
             continue
         seen.add(sub)
+        if sub in hidden or (tid is None and uid in out_users) or tid in out_teams:
+            continue  # an organizer hid the submission or disqualified the entrant
         if baseline:
             entrant, name = f"baseline:{bname}", bname
         elif tid is not None:
@@ -143,6 +155,24 @@ def _candidates(phase: Phase, part: str, only: Q | None = None) -> list[_Candida
             )
         )  # fmt: skip
     return out
+
+
+def _exclusions(phase: Phase) -> tuple[set[int], set[int], set[int]]:
+    """Submissions hidden and entrants (solo participants, teams) disqualified in the phase by
+    its organizers, exclusions that were lifted left out."""
+    hidden: set[int] = set()
+    users: set[int] = set()
+    teams: set[int] = set()
+    for sub, uid, tid in EntryExclusion.objects.filter(
+        phase=phase, lifted_at__isnull=True
+    ).values_list("submission_id", "participant_id", "team_id"):
+        if sub is not None:
+            hidden.add(sub)
+        elif tid is not None:
+            teams.add(tid)
+        elif uid is not None:
+            users.add(uid)
+    return hidden, users, teams
 
 
 def _per_case(result_ids: list[int], metric: str) -> dict[int, dict[str, float | None]]:

@@ -74,6 +74,7 @@ def test_set_level_boards_get_rank_ranges_and_tiers(tmp_path, metric):
         .content.decode()
     )
     assert "—" not in html.split('id="leaderboard"')[1].split("</table>")[0]
+    assert "paired bootstrap" in html and "Wilcoxon" not in html
     assert good.results.filter(part="public").exists()
 
 

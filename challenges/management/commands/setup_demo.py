@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandParser
 
 from challenges.services.baselines import baselines_add
@@ -37,14 +38,20 @@ class Command(BaseCommand):
         )
         password = secrets.token_urlsafe(12)
         user.set_password(password)
-        user.is_staff = True
-        user.is_superuser = True
+        # An organizer of the demo challenges, not a site administrator (docs/organizers.md):
+        # the console under each challenge is theirs; the admin belongs to the site's superuser.
+        user.is_staff = False
+        user.is_superuser = False
         user.save()
+        user.user_permissions.add(Permission.objects.get(codename="add_challenge"))
         for bundle in (
             ROOT / "examples" / "bundles" / "synthetic-lesions",
             out / "breast-cancer-wdbc",
         ):
             report = challenge_import_bundle(path=bundle, organizer=user)
+            if not report.challenge.is_published:
+                report.challenge.is_published = True  # the demos are meant to be seen at once
+                report.challenge.save(update_fields=["is_published"])
             self.stdout.write(str(report))
             for phase in report.challenge.phases.all():
                 added = baselines_add(phase=phase, user=user)
@@ -52,6 +59,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Organizer account: username '{username}', password '{password}' "
-                "(admin at http://127.0.0.1:8000/admin/)"
+                "(the console of each demo challenge: http://127.0.0.1:8000/organize/)"
             )
         )
