@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from challenges import (
     apis,
@@ -79,4 +79,7 @@ urlpatterns = [
         apis.SubmissionDetailApi.as_view(),
         name="api-submission",
     ),
+    # The organizer console and bundle uploads keep their routes in their own modules.
+    path("", include("challenges.urls_console")),
+    path("", include("challenges.urls_bundles")),
 ]
