@@ -64,13 +64,18 @@ def test_participant_pages_have_no_serious_accessibility_violation(demo, live_se
 
 
 def test_keyboard_users_can_skip_to_the_content_and_see_where_the_focus_is(demo, live_server, page):  # noqa: F811
-    page.goto(live_server.url + "/accounts/login/")
+    # A page without an autofocused field: the first Tab lands on the skip link.
+    page.goto(live_server.url + "/", wait_until="load")
     page.keyboard.press("Tab")
     skip = page.locator("a.skip-link")
     assert skip.evaluate("el => el === document.activeElement")
     assert skip.is_visible() and skip.bounding_box()["y"] >= 0  # type: ignore[index]
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
-    page.keyboard.press("Tab")  # the first field of the log-in form
+    # The log-in form focuses its first field; Tab moves to the next, which shows a ring.
+    page.goto(live_server.url + "/accounts/login/", wait_until="load")
+    page.locator("#id_username").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "id_password"
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid", "the focused field shows a focus ring"
