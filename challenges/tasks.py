@@ -81,3 +81,11 @@ def evaluations_reap() -> None:
     from challenges.services.evaluations import evaluations_reap as reap
 
     reap()
+
+
+@scanbench_task(queue="cpu", time_limit=6 * 3600)
+def bundle_upload_import(*, upload_id: int) -> None:
+    """Import a challenge bundle an organizer uploaded and confirmed (state ``importing``)."""
+    from challenges.services.bundle_uploads import bundle_upload_import as run
+
+    run(upload_id=upload_id)

@@ -161,6 +161,10 @@ CELERY_TIMEZONE = TIME_ZONE
 # Largest accepted upload and largest uncompressed size of any zip the platform opens.
 SCANBENCH_MAX_UPLOAD_BYTES = env.int("SCANBENCH_MAX_UPLOAD_BYTES", default=2 * 1024**3)
 SCANBENCH_MAX_UNZIPPED_BYTES = env.int("SCANBENCH_MAX_UNZIPPED_BYTES", default=8 * 1024**3)
+# Largest challenge bundle an organizer uploads from the browser or the API (a zip).
+SCANBENCH_MAX_BUNDLE_UPLOAD_BYTES = env.int(
+    "SCANBENCH_MAX_BUNDLE_UPLOAD_BYTES", default=2 * 1024**3
+)
 # Sandbox backend for model and container submissions: auto, docker, bwrap or none.
 SCANBENCH_SANDBOX_BACKEND = env("SCANBENCH_SANDBOX_BACKEND", default="auto")
 

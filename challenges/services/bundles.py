@@ -1,10 +1,18 @@
 """Import a challenge bundle: a folder or zip holding ``challenge.yaml`` and data folders.
 
 The format is documented in docs/bundles.md. The whole import is validated before anything is
-written, and the database writes are one transaction: a bad bundle changes nothing and raises
-:class:`BundleError` with one message naming the file and the field. Re-importing a bundle with
-the same slugs updates the challenge, its phases and cases in place; the public/private part of a
-test case, once drawn, never changes.
+written (:func:`bundle_checked`: the manifest, then every case's files, then the imaging data:
+each reference mask against its image's shape, spacing and orientation, and its labels against
+the declared classes), and the database writes are one transaction: a bad bundle changes nothing
+and raises :class:`BundleError`, whose ``problems`` list every problem found (up to
+:data:`MAX_PROBLEMS`), each one line naming the file or case and both values. Re-importing a
+bundle with the same slugs updates the challenge, its phases and cases in place; the
+public/private part of a test case, once drawn, never changes, and neither does the published
+state unless the bundle says ``published``.
+
+The data is stored content-addressed (a folder named by the bundle's digest), copied before the
+transaction opens; once it commits, the copies of earlier imports of the same data set are
+removed, so a challenge keeps exactly one copy of its data.
 
 The import also measures the data once (image grid, foreground fractions and what an empty mask
 scores, or class counts: ``Dataset.summary``, shown on the task card, so that a page never reads a
@@ -19,7 +27,7 @@ import hashlib
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +57,7 @@ from challenges.models.phase import EntrySelection
 from evaluator import ranking
 from evaluator.dataset_summary import SUMMARY_VERSION, MaskSummaryError, summarize_masks
 from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
+from evaluator.readers.masks import Grid
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, safe_extract
 
 MANIFEST = "challenge.yaml"
@@ -61,8 +70,51 @@ STARTING_KIT_MAX_FILES = 500
 KNOWN_METRICS = {"segmentation": SEGMENTATION_METRICS, "classification": CLASSIFICATION_METRICS}
 
 
+#: at most this many problems are listed; the rest are counted
+MAX_PROBLEMS = 50
+#: a mask's voxel spacing may differ from its image's by this share of the larger value
+SPACING_RTOL = 1e-3
+#: and its axes' direction cosines by this much
+DIRECTION_ATOL = 1e-3
+
+Progress = Callable[[str, int, int], None]
+
+
 class BundleError(ValueError):
-    """A bundle that cannot be imported; the message names the file and the field."""
+    """A bundle that cannot be imported. ``problems`` holds one line per problem, each naming
+    the file, field or case; the message is the only problem, or all of them one per line."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+
+
+class _Problems:
+    """Problems of the data, collected (up to :data:`MAX_PROBLEMS`) rather than raised at the
+    first, so that an organizer fixes them all in one round."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.more = 0
+
+    def add(self, text: str) -> None:
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append(text.replace("\n", " "))
+        else:
+            self.more += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        lines = list(self.items)
+        if self.more:
+            lines.append(f"... and {self.more} more problem(s) not listed")
+        n = len(self.items) + self.more
+        message = lines[0] if n == 1 else f"{n} problems:\n" + "\n".join(lines)
+        raise BundleError(message, problems=lines)
 
 
 @dataclass
@@ -196,29 +248,44 @@ def _slug(fields: _Fields, key: str, default: Any = ...) -> str:
     return str(value)
 
 
-def _files_by_case(folder: Path, what: str, suffixes: tuple[str, ...] | None) -> dict[str, Path]:
+def _files_by_case(
+    folder: Path, what: str, suffixes: tuple[str, ...] | None, problems: _Problems
+) -> dict[str, Path]:
     if not folder.is_dir():
         raise BundleError(f"{folder.name}/: {what} folder named in {MANIFEST} does not exist")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_symlink():
-            raise BundleError(f"{folder.name}/{p.name}: links are not allowed in a bundle")
+            problems.add(f"{folder.name}/{p.name}: links are not allowed in a bundle")
+            continue
         if not p.is_file() or p.name.startswith("."):
             continue
         suffix = next((s for s in (suffixes or ()) if p.name.endswith(s)), None)
         if suffixes is not None and suffix is None:
-            raise BundleError(
+            problems.add(
                 f"{folder.name}/{p.name}: unsupported file type for {what} "
                 f"(expected {', '.join(suffixes)})"
             )
+            continue
         case_id = p.name[: -len(suffix)] if suffix else p.name.split(".", 1)[0]
         if case_id in found:
-            raise BundleError(f"{folder.name}/{p.name}: second file for case '{case_id}'")
+            problems.add(
+                f"{folder.name}/{p.name}: second {what} file for case '{case_id}' "
+                f"(the first is {found[case_id].name})"
+            )
+            continue
         found[case_id] = p
     return found
 
 
-def _read_cases(root: Path, ds: _Fields, task: str, n_classes: int) -> list[_CaseSpec]:
+def _class_names(classes: list[str]) -> str:
+    return ", ".join(str(c) for c in classes)
+
+
+def _read_cases(
+    root: Path, ds: _Fields, task: str, classes: list[str], problems: _Problems
+) -> list[_CaseSpec]:
+    n_classes = max(len(classes), 2)
     cases_name = ds.get("cases")
     cases_path = root / cases_name
     if not cases_path.is_file():
@@ -234,35 +301,47 @@ def _read_cases(root: Path, ds: _Fields, task: str, n_classes: int) -> list[_Cas
     if missing := needed - columns:
         raise BundleError(f"{cases_name}: missing column(s) {', '.join(sorted(missing))}")
     specs: list[_CaseSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
+    known = len(problems.items) + problems.more
     for line, row in enumerate(rows, start=2):
         case_id = (row["case_id"] or "").strip()
         if not case_id or "/" in case_id or case_id.startswith("."):
-            raise BundleError(f"{cases_name}: line {line}: invalid case_id {case_id!r}")
+            problems.add(f"{cases_name}: line {line}: invalid case_id {case_id!r}")
+            continue
         if case_id in seen:
-            raise BundleError(f"{cases_name}: line {line}: duplicate case_id '{case_id}'")
-        seen.add(case_id)
+            problems.add(
+                f"{cases_name}: line {line}: duplicate case_id '{case_id}' "
+                f"(first listed on line {seen[case_id]})"
+            )
+            continue
+        seen[case_id] = line
         split = (row["split"] or "").strip()
         if split not in CaseSplit.values:
-            raise BundleError(
+            problems.add(
                 f"{cases_name}: line {line}: case '{case_id}': split {split!r} is not train or test"
             )
+            continue
         label = ""
         if task == TaskType.CLASSIFICATION:
             label = (row["label"] or "").strip()
             if not label.isdigit() or int(label) >= n_classes:
-                raise BundleError(
+                problems.add(
                     f"{cases_name}: line {line}: case '{case_id}': label {label!r} is not a class "
-                    f"index 0..{n_classes - 1}"
+                    f"index 0..{n_classes - 1} ({_class_names(classes)})"
                 )
+                continue
         specs.append(_CaseSpec(case_id=case_id, split=split, label=label))
-    if not any(s.split == CaseSplit.TEST for s in specs):
-        raise BundleError(f"{cases_name}: no test cases: nothing could be scored")
+    row_problems = len(problems.items) + problems.more > known
+    if not row_problems and not any(s.split == CaseSplit.TEST for s in specs):
+        problems.add(f"{cases_name}: no test cases: nothing could be scored")
     return specs
 
 
-def _attach_files(root: Path, ds: _Fields, task: str, specs: list[_CaseSpec]) -> Path | None:
-    """Attach input and label files to the cases; return the input table for tabular data."""
+def _attach_files(
+    root: Path, ds: _Fields, task: str, specs: list[_CaseSpec], problems: _Problems
+) -> Path | None:
+    """Attach input and label files to the cases; return the input table for tabular data.
+    Every case needs its input (row or file) and, for segmentation, its label mask."""
     by_id = {s.case_id: s for s in specs}
     inputs_name = ds.get("inputs", None)
     table: Path | None = None
@@ -270,29 +349,152 @@ def _attach_files(root: Path, ds: _Fields, task: str, specs: list[_CaseSpec]) ->
         src = root / inputs_name
         if src.is_file() and src.suffix == ".csv":
             table = src
-            with src.open(newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                if "case_id" not in (reader.fieldnames or []):
-                    raise BundleError(f"{inputs_name}: input table has no case_id column")
-                ids = {row["case_id"] for row in reader}
-            if missing := sorted(set(by_id) - ids):
-                raise BundleError(f"{inputs_name}: no input row for case '{missing[0]}'")
+            try:
+                with src.open(newline="", encoding="utf-8") as fh:
+                    reader = csv.DictReader(fh)
+                    if "case_id" not in (reader.fieldnames or []):
+                        raise BundleError(f"{inputs_name}: input table has no case_id column")
+                    ids = {(row["case_id"] or "").strip() for row in reader}
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise BundleError(f"{inputs_name}: not a readable UTF-8 CSV file ({exc})") from exc
+            for case_id in by_id:
+                if case_id not in ids:
+                    problems.add(f"{inputs_name}: case '{case_id}': no input row")
         else:
-            files = _files_by_case(src, "input", None)
+            files = _files_by_case(src, "input", None, problems)
             for case_id, spec in by_id.items():
                 if case_id not in files:
-                    raise BundleError(f"{inputs_name}/: no input file for case '{case_id}'")
-                spec.input_src = files[case_id]
-            if extra := sorted(set(files) - set(by_id)):
-                raise BundleError(f"{inputs_name}/{files[extra[0]].name}: case not in cases file")
+                    problems.add(f"case '{case_id}': no image in {inputs_name}/")
+                else:
+                    spec.input_src = files[case_id]
+            for extra in sorted(set(files) - set(by_id)):
+                problems.add(f"{inputs_name}/{files[extra].name}: case not in cases file")
     if task == TaskType.SEGMENTATION:
         labels_name = ds.get("labels")
-        files = _files_by_case(root / labels_name, "label mask", MASK_SUFFIXES)
+        files = _files_by_case(root / labels_name, "label mask", MASK_SUFFIXES, problems)
         for case_id, spec in by_id.items():
             if case_id not in files:
-                raise BundleError(f"{labels_name}/: no label mask for case '{case_id}'")
-            spec.label_src = files[case_id]
+                problems.add(f"case '{case_id}': no label mask in {labels_name}/")
+            else:
+                spec.label_src = files[case_id]
     return table
+
+
+# --- the imaging data: each mask against its image and the declared labels -------------------
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _spacing_text(spacing: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in spacing) + ") mm"
+
+
+def _directions(affine: Any, n: int) -> Any:
+    """The unit direction of each of the first ``n`` axes (columns of the affine)."""
+    import numpy as np
+
+    block = np.asarray(affine, dtype=np.float64)[:n, :n]
+    norms = np.linalg.norm(block, axis=0)
+    norms[norms == 0] = 1.0
+    return block / norms
+
+
+def _compare_grids(case_id: str, mask: Grid, image: Grid) -> list[str]:
+    """One line per difference between a mask's grid and its image's (spatial axes only: an
+    image may carry channels after them)."""
+    import numpy as np
+
+    from evaluator.readers.headers import axis_codes
+
+    found: list[str] = []
+    n = len(mask.shape)
+    image_shape = image.shape[:n] if len(image.shape) > n else image.shape
+    if tuple(mask.shape) != tuple(image_shape):
+        found.append(
+            f"case {case_id}: mask shape {_shape_text(mask.shape)} differs from image shape "
+            f"{_shape_text(image.shape)}"
+        )
+        return found  # spacing and orientation of other grids say nothing more
+    if mask.spacing is not None and image.spacing is not None:
+        ms, im = mask.spacing[:n], image.spacing[:n]
+        if len(ms) == len(im) and any(
+            abs(a - b) > SPACING_RTOL * max(abs(a), abs(b)) for a, b in zip(ms, im, strict=True)
+        ):
+            found.append(
+                f"case {case_id}: mask spacing {_spacing_text(ms)} differs from image spacing "
+                f"{_spacing_text(im)}"
+            )
+    if mask.affine is not None and image.affine is not None and mask.space == image.space:
+        k = min(n, 3, mask.affine.shape[0] - 1, image.affine.shape[0] - 1)
+        md, idr = _directions(mask.affine, k), _directions(image.affine, k)
+        if not np.allclose(md, idr, atol=DIRECTION_ATOL, rtol=0):
+            mc, ic = axis_codes(mask.affine, mask.space), axis_codes(image.affine, image.space)
+            if mc != ic and mask.space == "nifti":
+                found.append(
+                    f"case {case_id}: mask orientation {mc} differs from image orientation {ic}"
+                )
+            else:
+                found.append(
+                    f"case {case_id}: mask axis directions {np.round(md, 3).tolist()} differ "
+                    f"from image axis directions {np.round(idr, 3).tolist()}"
+                )
+    return found
+
+
+def _check_imaging(
+    specs: list[_CaseSpec],
+    classes: list[str],
+    ds: _Fields,
+    problems: _Problems,
+    progress: Progress | None,
+) -> None:
+    """Read every reference mask once (its labels and grid) and the header of its image, and
+    add a line per problem. Masks are read one at a time."""
+    import numpy as np
+
+    from evaluator.readers.headers import HEADER_EXTENSIONS, read_grid
+    from evaluator.readers.masks import MaskDecodeError, decode_mask
+    from evaluator.readers.sources import split_extension
+
+    max_bytes = settings.SCANBENCH_MAX_UNZIPPED_BYTES
+    inputs_name = str(ds.get("inputs", "inputs") or "inputs").rstrip("/")
+    top = len(classes)
+    with_mask = [s for s in specs if s.label_src is not None]
+    for done, spec in enumerate(with_mask):
+        if progress is not None:
+            progress("checking", done, len(with_mask))
+        assert spec.label_src is not None
+        ext = split_extension(spec.label_src.name, MASK_SUFFIXES)
+        try:
+            mask = decode_mask(
+                spec.label_src.read_bytes(), ext[1] if ext else "", max_voxel_bytes=max_bytes
+            )
+        except (MaskDecodeError, OSError) as exc:
+            problems.add(f"{spec.label_src.name}: case '{spec.case_id}': {exc} (label mask)")
+            continue
+        if top and mask.max > top:
+            extra = [int(v) for v in np.unique(np.asarray(mask.data)) if int(v) > top]
+            names = ", ".join(str(v) for v in extra[:10]) + (", ..." if len(extra) > 10 else "")
+            problems.add(
+                f"case {spec.case_id}: mask holds label{'s' if len(extra) > 1 else ''} {names}, "
+                f"the bundle declares labels 0..{top} (background, {_class_names(classes)})"
+            )
+        grid = mask.grid
+        del mask
+        if spec.input_src is None:
+            continue
+        image_ext = split_extension(spec.input_src.name, HEADER_EXTENSIONS)
+        if image_ext is None:
+            continue  # a format whose header is not read: not compared
+        try:
+            image = read_grid(spec.input_src, image_ext[1], max_bytes=max_bytes)
+        except MaskDecodeError as exc:
+            problems.add(f"{inputs_name}/{spec.input_src.name}: case '{spec.case_id}': {exc}")
+            continue
+        for line in _compare_grids(spec.case_id, grid, image):
+            problems.add(line)
 
 
 def draw_leaderboard_parts(test_ids: list[str], fraction: float, seed: int) -> dict[str, str]:
@@ -447,7 +649,11 @@ def _measure(
     )
 
 
-def _summary_from_specs(task: str, classes: list[str], specs: list[_CaseSpec]) -> dict[str, Any]:
+def _summary_from_specs(
+    task: str, classes: list[str], specs: list[_CaseSpec], progress: Progress | None = None
+) -> dict[str, Any]:
+    if progress is not None:
+        progress("measuring", 0, len(specs))
     try:
         return _measure(task, classes, [(s.case_id, s.split, s.label, s.label_src) for s in specs])
     except MaskSummaryError as exc:
@@ -483,84 +689,188 @@ def dataset_summary_refresh(*, dataset: Dataset) -> dict[str, Any]:
 # --- the service ------------------------------------------------------------------------------
 
 
-def challenge_import_bundle(
-    *, path: Path, organizer: AbstractBaseUser | None = None
-) -> ImportReport:
-    """Validate and import the bundle at ``path`` (folder or zip). Raises BundleError."""
-    with _opened_bundle(Path(path)) as root:
-        manifest = root / MANIFEST
-        if not manifest.is_file():
-            raise BundleError(f"{MANIFEST}: not found at the top of the bundle")
-        try:
-            data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{MANIFEST}: not valid YAML ({exc})".replace("\n", " ")) from exc
-        top = _Fields(data, "")
-        top.unknown_keys(
-            {
-                "slug", "title", "summary", "task", "classes", "input", "output", "licence",
-                "attribution", "dataset", "phases", "published", "terms", "starting_kit",
-            }
-        )  # fmt: skip
-        task = top.choice("task", TaskType)
-        classes = top.get("classes", [], kind=list)
-        if task == TaskType.CLASSIFICATION and len(classes) < 2:
-            raise top._fail("classes", "a classification task needs at least two class names")
-        challenge_values = {
-            "title": top.get("title"),
-            "summary": top.get("summary"),
-            "task_type": task,
-            "classes": [str(c) for c in classes],
-            "input_description": top.get("input", ""),
-            "output_description": top.get("output", ""),
-            "data_licence": top.get("licence"),
-            "data_attribution": top.get("attribution"),
-            "terms": top.get("terms", "").strip(),
-            "is_published": top.get("published", True, kind=bool),
+def _utc(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat() if when else None
+
+
+@dataclass
+class BundlePlan:
+    """A validated bundle: everything the import writes, read from the files and checked."""
+
+    slug: str
+    challenge_values: dict[str, Any]
+    ds_slug: str
+    ds_values: dict[str, Any]
+    specs: list[_CaseSpec]
+    table: Path | None
+    phases: dict[str, dict[str, Any]]
+    digest: str
+    kit: Path | None
+    summary: dict[str, Any]
+
+    def report(self) -> dict[str, Any]:
+        """What the import would do, as JSON (the dry run's report; no file path in it)."""
+        cases: dict[str, int] = {}
+        for s in self.specs:
+            cases[s.split] = cases.get(s.split, 0) + 1
+        v = self.challenge_values
+        return {
+            "slug": self.slug,
+            "title": v["title"],
+            "task": v["task_type"],
+            "classes": v["classes"],
+            "published": v.get("is_published"),
+            "dataset": self.ds_slug,
+            "cases": cases,
+            "summary": self.summary,
+            "starting_kit": self.kit is not None,
+            "phases": [
+                {
+                    "slug": slug,
+                    "title": p["title"],
+                    "submission_kind": p["submission_kind"],
+                    "metrics": p["metrics"],
+                    "primary_metric": p["primary_metric"],
+                    "opens_at": _utc(p["opens_at"]),
+                    "closes_at": _utc(p["closes_at"]),
+                    "daily_limit": p["daily_limit"],
+                    "total_limit": p["total_limit"],
+                }
+                for slug, p in self.phases.items()
+            ],
+            "digest": self.digest,
+            "problems": [],
         }
-        slug = _slug(top, "slug")
-        ds = _Fields(top.get("dataset", kind=dict), "dataset")
-        ds.unknown_keys(
-            {"slug", "description", "cases", "inputs", "labels", "public_fraction", "seed"}
-        )
-        ds_slug = _slug(ds, "slug", "main")
-        fraction = ds.get("public_fraction", 0.3, kind=float)
-        if not 0.0 < fraction < 1.0:
-            raise ds._fail("public_fraction", "must lie strictly between 0 and 1")
-        seed = ds.get("seed", 0, kind=int)
-        specs = _read_cases(root, ds, task, max(len(classes), 2))
-        table = _attach_files(root, ds, task, specs)
-        raw_phases = top.get("phases", kind=list)
-        if not raw_phases:
-            raise top._fail("phases", "at least one phase is needed")
-        phases: dict[str, dict[str, Any]] = {}
-        for i, raw in enumerate(raw_phases):
+
+
+def _plan(root: Path, progress: Progress | None) -> BundlePlan:
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise BundleError(f"{MANIFEST}: not found at the top of the bundle")
+    try:
+        data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{MANIFEST}: not valid YAML ({exc})".replace("\n", " ")) from exc
+    top = _Fields(data, "")
+    top.unknown_keys(
+        {
+            "slug", "title", "summary", "task", "classes", "input", "output", "licence",
+            "attribution", "dataset", "phases", "published", "terms", "starting_kit",
+        }
+    )  # fmt: skip
+    task = top.choice("task", TaskType)
+    classes = [str(c) for c in top.get("classes", [], kind=list)]
+    if task == TaskType.CLASSIFICATION and len(classes) < 2:
+        raise top._fail("classes", "a classification task needs at least two class names")
+    challenge_values: dict[str, Any] = {
+        "title": top.get("title"),
+        "summary": top.get("summary"),
+        "task_type": task,
+        "classes": classes,
+        "input_description": top.get("input", ""),
+        "output_description": top.get("output", ""),
+        "data_licence": top.get("licence"),
+        "data_attribution": top.get("attribution"),
+        "terms": top.get("terms", "").strip(),
+    }
+    # New challenges start unpublished; a re-import keeps the state unless the bundle says.
+    published = top.get("published", None, kind=bool)
+    if published is not None:
+        challenge_values["is_published"] = published
+    slug = _slug(top, "slug")
+    ds = _Fields(top.get("dataset", kind=dict), "dataset")
+    ds.unknown_keys({"slug", "description", "cases", "inputs", "labels", "public_fraction", "seed"})
+    ds_slug = _slug(ds, "slug", "main")
+    fraction = ds.get("public_fraction", 0.3, kind=float)
+    if not 0.0 < fraction < 1.0:
+        raise ds._fail("public_fraction", "must lie strictly between 0 and 1")
+    seed = ds.get("seed", 0, kind=int)
+    raw_phases = top.get("phases", kind=list)
+    if not raw_phases:
+        raise top._fail("phases", "at least one phase is needed")
+
+    problems = _Problems()
+    phases: dict[str, dict[str, Any]] = {}
+    for i, raw in enumerate(raw_phases):
+        try:
             pf = _Fields(raw, f"phases[{i}]")
             phase_slug = _slug(pf, "slug")
             if phase_slug in phases:
                 raise pf._fail("slug", f"duplicate phase slug {phase_slug!r}")
             phases[phase_slug] = _phase_values(pf, task)
-
+        except BundleError as exc:
+            problems.add(str(exc))
+    kit: Path | None = None
+    try:
         kit = _starting_kit(root, top, ds)
-        summary = _summary_from_specs(task, challenge_values["classes"], specs)
-        digest = _bundle_digest(root)[:16]
-        return _write(
-            slug=slug,
-            challenge_values=challenge_values,
-            ds_slug=ds_slug,
-            ds_values={
-                "description": ds.get("description", ""),
-                "public_fraction": fraction,
-                "split_seed": seed,
-            },
-            specs=specs,
-            table=table,
-            phases=phases,
-            digest=digest,
-            organizer=organizer,
-            kit=kit,
-            summary=summary,
-        )
+    except BundleError as exc:
+        problems.add(str(exc))
+    specs = _read_cases(root, ds, task, classes, problems)
+    table = _attach_files(root, ds, task, specs, problems)
+    if task == TaskType.SEGMENTATION:
+        _check_imaging(specs, classes, ds, problems, progress)
+    problems.raise_if_any()
+
+    summary = _summary_from_specs(task, classes, specs, progress)
+    return BundlePlan(
+        slug=slug,
+        challenge_values=challenge_values,
+        ds_slug=ds_slug,
+        ds_values={
+            "description": ds.get("description", ""),
+            "public_fraction": fraction,
+            "split_seed": seed,
+        },
+        specs=specs,
+        table=table,
+        phases=phases,
+        digest=_bundle_digest(root)[:16],
+        kit=kit,
+        summary=summary,
+    )
+
+
+@contextmanager
+def bundle_checked(path: Path, *, progress: Progress | None = None) -> Iterator[BundlePlan]:
+    """Open and validate the bundle at ``path`` (folder or zip), writing nothing but a
+    temporary folder for a zip; yield its :class:`BundlePlan`, valid inside the block (its
+    files live there). Raises :class:`BundleError` with every problem found. The dry run of an
+    upload and the import both call this, so they check exactly the same things."""
+    with _opened_bundle(Path(path)) as root:
+        yield _plan(root, progress)
+
+
+def challenge_import_bundle(
+    *,
+    path: Path,
+    organizer: AbstractBaseUser | None = None,
+    progress: Progress | None = None,
+    on_written: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Validate and import the bundle at ``path`` (folder or zip). Raises BundleError.
+
+    ``progress(stage, done, total)`` is called as the work advances (outside the transaction,
+    except the last stage); ``on_written(report)`` runs inside the import's transaction, so what
+    it writes commits or rolls back with the import."""
+    with bundle_checked(Path(path), progress=progress) as plan:
+        return _import_plan(plan, organizer=organizer, progress=progress, on_written=on_written)
+
+
+def _data_folders(slug: str, ds_slug: str) -> list[Path]:
+    """The folders holding every stored copy of a data set (public and private)."""
+    rel = Path("challenges") / slug / ds_slug
+    return [Path(settings.MEDIA_ROOT) / rel, Path(settings.SCANBENCH_PRIVATE_ROOT) / rel]
+
+
+def _remove_other_copies(slug: str, ds_slug: str, digest: str) -> None:
+    """Remove the copies of earlier imports of the data set (after the commit that stopped
+    pointing at them)."""
+    for parent in _data_folders(slug, ds_slug):
+        if not parent.is_dir():
+            continue
+        for child in parent.iterdir():
+            if child.name != digest and child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def _store_tree(src: Path, *, root: Path, rel: str) -> str:
@@ -573,56 +883,39 @@ def _store_tree(src: Path, *, root: Path, rel: str) -> str:
 
 
 def _store(src: Path, *, root: Path, rel: str) -> str:
+    """Copy ``src`` to ``root/rel``. The folder is named by the bundle's digest, so a file
+    already there of the same size holds the same bytes and is left alone (rows of the current
+    import may be reading it)."""
     dest = root / rel
+    if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+        return rel
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
     return rel
 
 
-@transaction.atomic
-def _write(
-    *,
-    slug: str,
-    challenge_values: dict[str, Any],
-    ds_slug: str,
-    ds_values: dict[str, Any],
-    specs: list[_CaseSpec],
-    table: Path | None,
-    phases: dict[str, dict[str, Any]],
-    digest: str,
-    organizer: AbstractBaseUser | None,
-    kit: Path | None = None,
-    summary: dict[str, Any] | None = None,
-) -> ImportReport:
-    """Write the validated bundle. Files go to a folder named by the bundle's digest, so the rows
-    of a previous import keep pointing at intact files if this transaction rolls back."""
-    challenge, created = Challenge.objects.update_or_create(slug=slug, defaults=challenge_values)
-    if organizer is not None:
-        challenge.organizers.add(organizer)  # type: ignore[arg-type]
-    dataset, _ = Dataset.objects.update_or_create(
-        challenge=challenge, slug=ds_slug, defaults=ds_values
-    )
-    base = f"challenges/{slug}/{ds_slug}/{digest}"
+@dataclass
+class _Stored:
+    table: str = ""
+    kit: str = ""
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # case -> (input, label)
+
+
+def _copy_files(plan: BundlePlan, progress: Progress | None) -> _Stored:
+    base = f"challenges/{plan.slug}/{plan.ds_slug}/{plan.digest}"
     media = Path(settings.MEDIA_ROOT)
     private = Path(settings.SCANBENCH_PRIVATE_ROOT)
-    if table is not None:
-        dataset.input_table = _store(table, root=media, rel=f"{base}/inputs/{table.name}")
-    dataset.starting_kit = "" if kit is None else _store_tree(kit, root=media, rel=f"{base}/kit")
-    dataset.summary = summary or {}
-    dataset.save(update_fields=["input_table", "starting_kit", "summary"])
-
-    existing = {c.case_id: c for c in Case.objects.filter(dataset=dataset)}
-    keep_parts = {i: c.leaderboard_part for i, c in existing.items() if c.split == CaseSplit.TEST}
-    new_test = [
-        s.case_id for s in specs if s.split == CaseSplit.TEST and s.case_id not in keep_parts
-    ]
-    drawn = (
-        draw_leaderboard_parts(new_test, dataset.public_fraction, dataset.split_seed)
-        if new_test
-        else {}
-    )
-    to_create, to_update = [], []
-    for s in specs:
+    stored = _Stored()
+    if plan.table is not None:
+        stored.table = _store(plan.table, root=media, rel=f"{base}/inputs/{plan.table.name}")
+    if plan.kit is not None:
+        stored.kit = _store_tree(plan.kit, root=media, rel=f"{base}/kit")
+    total = len(plan.specs)
+    for done, s in enumerate(plan.specs):
+        if progress is not None and done % 20 == 0:
+            progress("copying", done, total)
         input_rel = (
             _store(s.input_src, root=media, rel=f"{base}/{s.split}/{s.input_src.name}")
             if s.input_src
@@ -639,6 +932,75 @@ def _write(
                 label_rel = _store(
                     s.label_src, root=private, rel=f"{base}/labels/{s.label_src.name}"
                 )
+        stored.files[s.case_id] = (input_rel, label_rel)
+    if progress is not None:
+        progress("copying", total, total)
+    return stored
+
+
+def _import_plan(
+    plan: BundlePlan,
+    *,
+    organizer: AbstractBaseUser | None,
+    progress: Progress | None,
+    on_written: Callable[[ImportReport], None] | None,
+) -> ImportReport:
+    """Copy the files (outside the transaction: a long copy holds no lock), then write the rows
+    in one transaction; after its commit, remove the earlier copies. If the transaction fails,
+    a copy folder this import made is removed again."""
+    folders = [p / plan.digest for p in _data_folders(plan.slug, plan.ds_slug)]
+    existed = [p.exists() for p in folders]
+    try:
+        stored = _copy_files(plan, progress)
+        if progress is not None:
+            progress("writing", 0, 1)
+        with transaction.atomic():
+            report = _write(plan=plan, stored=stored, organizer=organizer)
+            if on_written is not None:
+                on_written(report)
+            slug, ds_slug, digest = plan.slug, plan.ds_slug, plan.digest
+            transaction.on_commit(lambda: _remove_other_copies(slug, ds_slug, digest))
+    except BaseException:
+        for folder, was_there in zip(folders, existed, strict=True):
+            if not was_there:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return report
+
+
+def _write(
+    *, plan: BundlePlan, stored: _Stored, organizer: AbstractBaseUser | None
+) -> ImportReport:
+    """Write the rows of a validated bundle whose files are stored; call inside a
+    transaction."""
+    challenge, created = Challenge.objects.update_or_create(
+        slug=plan.slug, defaults=plan.challenge_values
+    )
+    if organizer is not None:
+        challenge.organizers.add(organizer)  # type: ignore[arg-type]
+    dataset, _ = Dataset.objects.update_or_create(
+        challenge=challenge, slug=plan.ds_slug, defaults=plan.ds_values
+    )
+    if plan.table is not None:
+        dataset.input_table = stored.table
+    dataset.starting_kit = stored.kit
+    dataset.summary = plan.summary or {}
+    dataset.save(update_fields=["input_table", "starting_kit", "summary"])
+
+    specs = plan.specs
+    existing = {c.case_id: c for c in Case.objects.filter(dataset=dataset)}
+    keep_parts = {i: c.leaderboard_part for i, c in existing.items() if c.split == CaseSplit.TEST}
+    new_test = [
+        s.case_id for s in specs if s.split == CaseSplit.TEST and s.case_id not in keep_parts
+    ]
+    drawn = (
+        draw_leaderboard_parts(new_test, dataset.public_fraction, dataset.split_seed)
+        if new_test
+        else {}
+    )
+    to_create, to_update = [], []
+    for s in specs:
+        input_rel, label_rel = stored.files[s.case_id]
         part = ""
         if s.split == CaseSplit.TEST:
             part = keep_parts.get(s.case_id) or drawn[s.case_id]
@@ -664,11 +1026,11 @@ def _write(
         ["split", "leaderboard_part", "input_file", "label", "label_file"],
         batch_size=2000,
     )
-    for phase_slug, values in phases.items():
+    for phase_slug, values in plan.phases.items():
         Phase.objects.update_or_create(
             challenge=challenge, slug=phase_slug, defaults={"dataset": dataset, **values}
         )
     counts: dict[str, int] = {}
     for s in specs:
         counts[s.split] = counts.get(s.split, 0) + 1
-    return ImportReport(challenge=challenge, created=created, phases=len(phases), cases=counts)
+    return ImportReport(challenge=challenge, created=created, phases=len(plan.phases), cases=counts)

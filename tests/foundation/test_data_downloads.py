@@ -28,6 +28,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bundles" / "synthe
 SLUG = "synthetic-lesions"
 
 
+def _published(report):  # type: ignore[no-untyped-def]
+    """New challenges start unpublished; these tests read its public pages, so publish it."""
+    report.challenge.is_published = True
+    report.challenge.save(update_fields=["is_published"])
+    return report
+
+
 @pytest.fixture
 def storage(settings, tmp_path: Path) -> Path:
     settings.VAR_DIR = settings.SCANBENCH_VAR_DIR = tmp_path / "var"
@@ -39,7 +46,7 @@ def storage(settings, tmp_path: Path) -> Path:
 @pytest.fixture
 def lesions(db, storage: Path):
     """The committed synthetic classification bundle, imported (tabular inputs)."""
-    return challenge_import_bundle(path=EXAMPLE).challenge
+    return _published(challenge_import_bundle(path=EXAMPLE)).challenge
 
 
 def _segmentation_bundle(folder: Path, *, terms: str | None = None) -> Path:
@@ -79,7 +86,7 @@ def _segmentation_bundle(folder: Path, *, terms: str | None = None) -> Path:
 @pytest.fixture
 def segmentation(db, storage: Path):
     bundle = _segmentation_bundle(storage / "seg-bundle", terms="Only for the box contest.")
-    return challenge_import_bundle(path=bundle).challenge
+    return _published(challenge_import_bundle(path=bundle)).challenge
 
 
 def _member(challenge) -> Client:
@@ -453,7 +460,7 @@ def test_participant_joins_in_the_browser_and_downloads_the_sample_submission(
 ):
     import re
 
-    challenge = challenge_import_bundle(path=EXAMPLE).challenge
+    challenge = _published(challenge_import_bundle(path=EXAMPLE)).challenge
     UserFactory(username="remote")
     page.goto(live_server.url + challenge.get_absolute_url())
     page.get_by_role("link", name=re.compile("^Data:")).click()

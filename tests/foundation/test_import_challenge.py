@@ -50,6 +50,7 @@ def test_example_bundle_creates_challenge_phases_and_cases(bundle):
     challenge = Challenge.objects.get(slug="synthetic-lesions")
     assert challenge.task_type == "classification"
     assert challenge.classes == ["no lesion", "lesion"]
+    assert challenge.is_published is False  # new challenges start unpublished
     phase = challenge.phases.get()
     assert phase.primary_metric == "auc_roc" and phase.primary_direction == "higher"
     cases = Case.objects.filter(dataset__challenge=challenge)
@@ -323,3 +324,17 @@ def test_dataset_summary_command_measures_data_imported_without_one(tmp_path):
     assert dataset.summary == measured
     with pytest.raises(CommandError, match="no challenge 'nope'"):
         call_command("dataset_summary", "nope")
+
+
+@pytest.mark.django_db
+def test_command_lists_every_problem_of_the_data_one_per_line(tmp_path):
+    bundle = _segmentation_bundle(tmp_path / "seg")
+    (bundle / "labels" / "seg3.nii.gz").write_bytes(b"not a nifti file")
+    (bundle / "labels" / "seg1.nii.gz").unlink()
+    with pytest.raises(CommandError) as err:
+        _import(bundle)
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("2 problems:")
+    assert lines[1] == "case 'seg1': no label mask in labels/"
+    assert lines[2].startswith("seg3.nii.gz: case 'seg3': ")
+    assert Challenge.objects.count() == 0

@@ -23,6 +23,13 @@ from tests.factories import UserFactory, classification_phase, segmentation_phas
 from tests.helpers import final_evaluation, wait_for
 
 
+def _published(report):  # type: ignore[no-untyped-def]
+    """New challenges start unpublished; these tests read its public pages, so publish it."""
+    report.challenge.is_published = True
+    report.challenge.save(update_fields=["is_published"])
+    return report
+
+
 def _page(phase) -> str:
     response = Client().get(reverse("challenges:detail", args=[phase.challenge.slug]))
     assert response.status_code == 200
@@ -167,7 +174,7 @@ def measured(db, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "var" / "media"
     settings.SCANBENCH_PRIVATE_ROOT = tmp_path / "var" / "private"
     cases = _measured_bundle(tmp_path / "bundle")
-    challenge = challenge_import_bundle(path=tmp_path / "bundle").challenge
+    challenge = _published(challenge_import_bundle(path=tmp_path / "bundle")).challenge
     return challenge.phases.get(), cases
 
 

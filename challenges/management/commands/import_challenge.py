@@ -8,7 +8,10 @@ from challenges.services.bundles import BundleError, challenge_import_bundle
 
 
 class Command(BaseCommand):
-    help = "Import (or update) a challenge from a bundle: a folder or zip with challenge.yaml."
+    help = (
+        "Import (or update) a challenge from a bundle: a folder or zip with challenge.yaml. "
+        "Every problem of the data is listed; a new challenge starts unpublished."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path)
@@ -24,5 +27,7 @@ class Command(BaseCommand):
         try:
             report = challenge_import_bundle(path=path, organizer=user)
         except BundleError as exc:
+            # one line per problem (every problem found, not only the first)
             raise CommandError(f"{path}: {exc}") from exc
-        self.stdout.write(self.style.SUCCESS(str(report)))
+        note = "" if report.challenge.is_published else " (unpublished: publish it in the console)"
+        self.stdout.write(self.style.SUCCESS(f"{report}{note}"))
