@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import Http404
 
-from challenges.models import Challenge, ChallengeMembership, DataFile
+from challenges.models import Challenge, ChallengeMembership, DataFile, MembershipStatus
 from challenges.selectors import challenge_get_public, user_is_organizer
 from challenges.services.data import (
     challenge_terms,
@@ -19,11 +19,33 @@ from challenges.services.data import (
 
 
 class DownloadForbidden(PermissionError):
-    """The user is signed in but has not joined the challenge and accepted its current terms."""
+    """The user is signed in but has not joined the challenge and accepted its current terms,
+    or the organizers have not approved their membership (yet)."""
 
-    def __init__(self, challenge: Challenge) -> None:
-        super().__init__(f"Join '{challenge.title}' and accept its terms to download its data.")
+    def __init__(self, challenge: Challenge, message: str = "") -> None:
+        super().__init__(
+            message or f"Join '{challenge.title}' and accept its terms to download its data."
+        )
         self.challenge = challenge
+
+
+def membership_admitted(*, challenge: Challenge, membership: ChallengeMembership | None) -> bool:
+    """Whether the organizers let this member in: approved where the challenge requires
+    approval, anything but rejected elsewhere (turning approval off lets those waiting in)."""
+    if membership is None:
+        return False
+    if challenge.requires_approval:
+        return membership.status == MembershipStatus.APPROVED
+    return membership.status != MembershipStatus.REJECTED
+
+
+def not_admitted_message(*, challenge: Challenge, membership: ChallengeMembership) -> str:
+    if membership.status == MembershipStatus.REJECTED:
+        return f"The organizers of '{challenge.title}' did not approve your membership."
+    return (
+        f"Your membership of '{challenge.title}' is waiting for the organizers' approval: "
+        "the data and submissions open once they approve it."
+    )
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,8 @@ class DataAccess:
     can_download: bool
     #: joined once, but the terms changed since: the join page asks again
     terms_outdated: bool
+    #: joined, but waiting for the organizers' approval (or not approved): says so
+    waiting: str = ""
 
     @property
     def starting_kits(self) -> list[DataFile]:
@@ -48,10 +72,19 @@ def _membership(*, user: Any, challenge: Challenge) -> ChallengeMembership | Non
     return ChallengeMembership.objects.filter(challenge=challenge, user=user).first()
 
 
+def membership_waiting_message(*, user: Any, challenge: Challenge) -> str:
+    """What the join page tells a member the organizers have not let in; empty otherwise."""
+    membership = _membership(user=user, challenge=challenge)
+    if membership is None or membership_admitted(challenge=challenge, membership=membership):
+        return ""
+    return not_admitted_message(challenge=challenge, membership=membership)
+
+
 def _may_download(
     *, user: Any, challenge: Challenge, membership: ChallengeMembership | None
 ) -> bool:
-    """Members who accepted the current terms, and the challenge's organizers."""
+    """Members who accepted the current terms and whom the organizers let in
+    (:func:`membership_admitted`), and the challenge's organizers."""
     if not user.is_authenticated:
         return False
     if user_is_organizer(user=user, challenge=challenge):
@@ -60,6 +93,7 @@ def _may_download(
         membership is not None
         and membership.terms_accepted_at is not None
         and membership.terms_sha256 == terms_digest(challenge=challenge)
+        and membership_admitted(challenge=challenge, membership=membership)
     )
 
 
@@ -69,13 +103,21 @@ def challenge_data_for_user(*, user: Any, slug: str) -> DataAccess:
     challenge = challenge_get_public(slug=slug)
     membership = _membership(user=user, challenge=challenge)
     can = _may_download(user=user, challenge=challenge, membership=membership)
+    waiting = ""
+    if (
+        not can
+        and membership is not None
+        and not membership_admitted(challenge=challenge, membership=membership)
+    ):
+        waiting = not_admitted_message(challenge=challenge, membership=membership)
     return DataAccess(
         challenge=challenge,
         files=data_files_current(challenge=challenge),
         terms=challenge_terms(challenge=challenge),
         membership=membership,
         can_download=can,
-        terms_outdated=membership is not None and not can,
+        terms_outdated=membership is not None and not can and not waiting,
+        waiting=waiting,
     )
 
 
@@ -97,6 +139,12 @@ def challenge_download_get_for_user(*, user: Any, slug: str, name: str) -> tuple
         raise Http404(f"No public file '{name}' in '{slug}'")
     membership = _membership(user=user, challenge=challenge)
     if not _may_download(user=user, challenge=challenge, membership=membership):
+        if membership is not None and not membership_admitted(
+            challenge=challenge, membership=membership
+        ):
+            raise DownloadForbidden(
+                challenge, not_admitted_message(challenge=challenge, membership=membership)
+            )
         raise DownloadForbidden(challenge)
     root = data_root().resolve()
     path = (root / datafile.path).resolve()

@@ -9,7 +9,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from challenges.models import Evaluation, EvaluationState, Result, Submission, SubmissionKind
+from django.db.models import Q
+
+from challenges.models import (
+    EntryExclusion,
+    Evaluation,
+    EvaluationState,
+    ExclusionKind,
+    Phase,
+    Result,
+    Submission,
+    SubmissionKind,
+    TeamMembership,
+)
 from challenges.selectors import (
     private_leaderboard_visible,
     submission_get_for_user,
@@ -24,6 +36,8 @@ __all__ = [
     "MetricRow",
     "PartView",
     "SubmissionPage",
+    "disqualifications_for_user",
+    "hidden_reasons_for_user",
     "submission_get_for_user",
     "submission_page_for_user",
 ]
@@ -83,6 +97,10 @@ class SubmissionPage:
     name_missing: bool
     cases: CaseResults | None
     pending: bool = False
+    #: the organizers' reason for hiding this submission from the leaderboard, if hidden
+    hidden_reason: str = ""
+    #: the organizers' reason for disqualifying its entrant from the phase, if disqualified
+    disqualified_reason: str = ""
 
 
 def _unit(task: str, name: str) -> str:
@@ -207,4 +225,57 @@ def submission_page_for_user(*, user: Any, submission_id: int) -> SubmissionPage
         pending=latest is not None
         and latest.state
         in (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SCORING),
+        hidden_reason=hidden_reasons_for_user(user=user, phase=phase, ids=[submission.pk]).get(
+            submission.pk, ""
+        ),
+        disqualified_reason=_entrant_disqualification(submission),
+    )
+
+
+def _entrant_disqualification(submission: Submission) -> str:
+    if submission.is_baseline:
+        return ""
+    who = (
+        {"team_id": submission.team_id}
+        if submission.team_id
+        else {"participant_id": submission.participant_id}
+    )
+    exclusion = EntryExclusion.objects.filter(
+        phase_id=submission.phase_id,
+        kind=ExclusionKind.DISQUALIFIED,
+        lifted_at__isnull=True,
+        **who,
+    ).first()
+    return exclusion.reason if exclusion is not None else ""
+
+
+def hidden_reasons_for_user(
+    *, user: Any, phase: Phase, ids: list[int] | None = None
+) -> dict[int, str]:
+    """``{submission id: reason}`` of the user's submissions to ``phase`` (theirs or their
+    team's) that the organizers hid from the leaderboard and have not put back."""
+    if not user.is_authenticated:
+        return {}
+    rows = EntryExclusion.objects.filter(
+        phase=phase, kind=ExclusionKind.HIDDEN, lifted_at__isnull=True
+    )
+    if ids is not None:
+        rows = rows.filter(submission_id__in=ids)
+    else:
+        teams = TeamMembership.objects.filter(user=user).values("team_id")
+        rows = rows.filter(Q(submission__participant=user) | Q(submission__team_id__in=teams))
+    return dict(rows.values_list("submission_id", "reason"))
+
+
+def disqualifications_for_user(*, user: Any, phase: Phase) -> list[EntryExclusion]:
+    """The organizers' active disqualifications of the user, or of their team, from ``phase``."""
+    if not user.is_authenticated:
+        return []
+    teams = TeamMembership.objects.filter(user=user, challenge_id=phase.challenge_id).values(
+        "team_id"
+    )
+    return list(
+        EntryExclusion.objects.filter(
+            phase=phase, kind=ExclusionKind.DISQUALIFIED, lifted_at__isnull=True
+        ).filter(Q(participant=user) | Q(team_id__in=teams))
     )

@@ -22,6 +22,7 @@ from challenges.selectors_data import (
     DownloadForbidden,
     challenge_data_for_user,
     challenge_download_get_for_user,
+    membership_waiting_message,
 )
 from challenges.services.data import TermsNotAccepted, challenge_terms, membership_join
 
@@ -66,6 +67,8 @@ def _join_page(
         "challenge": challenge,
         "terms": challenge_terms(challenge=challenge),
         "error": error,
+        # joined, but the organizers have not approved the membership (yet)
+        "waiting": membership_waiting_message(user=request.user, challenge=challenge),
     }
     return render(request, "challenges/join.html", context, status=status)
 

@@ -29,7 +29,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from challenges.models import Case, CaseSplit, Challenge, ChallengeMembership, DataFile, TaskType
+from challenges.models import (
+    Case,
+    CaseSplit,
+    Challenge,
+    ChallengeMembership,
+    DataFile,
+    MembershipStatus,
+    TaskType,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +76,23 @@ def membership_join(
     *, user: AbstractBaseUser, challenge: Challenge, accept_terms: bool
 ) -> ChallengeMembership:
     """Join ``challenge`` accepting its current terms; joining again re-accepts them (after
-    an organizer changed them). Raises TermsNotAccepted, storing nothing, without the
-    acceptance."""
+    an organizer changed them) and keeps the organizers' decision. Where the challenge
+    ``requires_approval``, a new membership waits for an organizer's approval (pending).
+    Raises TermsNotAccepted, storing nothing, without the acceptance."""
     if not accept_terms:
         raise TermsNotAccepted("Tick the box to accept the challenge's terms before joining.")
+    status = MembershipStatus.PENDING if challenge.requires_approval else MembershipStatus.APPROVED
     membership, _ = ChallengeMembership.objects.update_or_create(
         challenge=challenge,
         user=user,  # type: ignore[misc]
         defaults={
             "terms_accepted_at": timezone.now(),
             "terms_sha256": terms_digest(challenge=challenge),
+        },
+        create_defaults={
+            "terms_accepted_at": timezone.now(),
+            "terms_sha256": terms_digest(challenge=challenge),
+            "status": status,
         },
     )
     return membership

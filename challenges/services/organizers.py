@@ -160,6 +160,11 @@ def phase_update(
             if value < 0:
                 raise OrganizerActionRefused(f"{name.replace('_', ' ')} cannot be negative")
             setattr(phase, name, value)
+    if phase.daily_limit > phase.total_limit:
+        raise OrganizerActionRefused(
+            f"the daily limit ({phase.daily_limit}) cannot be above the total limit "
+            f"({phase.total_limit})"
+        )
     after = _phase_state(phase)
     if before == after:
         return phase
@@ -352,3 +357,36 @@ def announcement_send(*, challenge: Challenge, user: Any, subject: str, body: st
     if messages:
         send_mass_mail(messages, fail_silently=False)
     return announcement
+
+
+@transaction.atomic
+def challenge_set_requires_approval(*, challenge: Challenge, user: Any, required: bool) -> None:
+    """Whether joining needs an organizer's approval before the data and submissions open.
+    Turning it off lets pending members in at once (rejected ones stay out)."""
+    require_organizer(user=user, challenge=challenge)
+    if challenge.requires_approval == required:
+        return
+    challenge.requires_approval = required
+    challenge.save(update_fields=["requires_approval", "updated_at"])
+    _log(challenge, user, "requires_approval" if required else "open_joining",
+         "Joining now needs the organizers' approval" if required
+         else "Joining no longer needs the organizers' approval")  # fmt: skip
+
+
+def phase_baselines_add(*, phase: Phase, user: Any) -> int:
+    """Train the classical baselines on the phase's train split and queue their predictions
+    for scoring (:func:`challenges.services.baselines.baselines_add`, idempotent). Returns how
+    many were queued: baselines already there are not added again."""
+    from challenges.services.baselines import baselines_add
+
+    require_organizer(user=user, challenge=phase.challenge)
+    try:
+        added = baselines_add(phase=phase, user=user)
+    except ValueError as exc:
+        raise OrganizerActionRefused(
+            f"{phase.title}: baselines need a classification phase with a feature table"
+        ) from exc
+    _log(phase.challenge, user, "baselines",
+         f"Added {len(added)} baseline(s) to {phase.title}", phase_id=phase.pk,
+         submission_ids=[s.pk for s in added])  # fmt: skip
+    return len(added)

@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from challenges.models import (
+    ChallengeMembership,
     Evaluation,
     EvaluationState,
     Phase,
@@ -165,6 +166,34 @@ def _check_open(phase: Phase, now: datetime) -> None:
         raise SubmissionRefused(f"Phase '{phase.title}' {state}.", code="phase_closed", status=403)
 
 
+def _check_admitted(phase: Phase, user: User) -> None:
+    """Where the challenge requires approval, only members the organizers approved submit
+    (and nowhere does a member they did not approve); organizers always may."""
+    from challenges.selectors import user_is_organizer
+    from challenges.selectors_data import membership_admitted, not_admitted_message
+
+    challenge = phase.challenge
+    membership = ChallengeMembership.objects.filter(challenge=challenge, user_id=user.pk).first()
+    if membership is None and not challenge.requires_approval:
+        return
+    if membership_admitted(challenge=challenge, membership=membership):
+        return
+    if user_is_organizer(user=user, challenge=challenge):
+        return
+    if membership is None:
+        raise SubmissionRefused(
+            f"Join '{challenge.title}' first: it needs the organizers' approval before you "
+            "can submit.",
+            code="not_approved",
+            status=403,
+        )
+    raise SubmissionRefused(
+        not_admitted_message(challenge=challenge, membership=membership),
+        code="not_approved",
+        status=403,
+    )
+
+
 def _check_limits(limits: Limits) -> None:
     if limits.total_used >= limits.total_limit:
         raise SubmissionRefused(
@@ -194,6 +223,7 @@ def submission_precheck(
     """
     now = now or timezone.now()
     _check_open(phase, now)
+    _check_admitted(phase, user)
     limit = upload_limit_bytes(phase=phase)
     if content_length is not None and content_length > limit + MULTIPART_ALLOWANCE_BYTES:
         raise SubmissionRefused(
@@ -230,6 +260,7 @@ def submission_create(
     now = now or timezone.now()
     name = file.name or "upload"
     _check_open(phase, now)
+    _check_admitted(phase, user)
     suffix = _allowed_suffix(phase, name)
     _check_size(phase, name, file.size or 0)
     digest = _sha256(file)

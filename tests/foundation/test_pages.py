@@ -1,5 +1,5 @@
-"""A viewer in a real browser sees the challenge list and a task card; an organizer logs into
-the admin with the credentials `setup_demo` prints."""
+"""A viewer in a real browser sees the challenge list and a task card; the organizer logs in
+with the credentials `setup_demo` prints and reaches the console of a demo challenge."""
 
 from __future__ import annotations
 
@@ -65,14 +65,20 @@ def test_challenge_list_and_task_card_in_browser(demo, live_server, page, tmp_pa
     page.screenshot(path=str(tmp_path / "task-card.png"), full_page=True)
 
 
-def test_admin_accepts_the_printed_organizer_credentials(demo, live_server, page):
-    page.goto(live_server.url + "/admin/")
+def test_the_printed_organizer_logs_in_and_reaches_the_console(demo, live_server, page):
+    page.goto(live_server.url + "/accounts/login/")
     page.fill("#id_username", "organizer")
     page.fill("#id_password", demo)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r"/admin/$"))
-    page.goto(live_server.url + "/admin/challenges/challenge/")
-    assert page.locator("#result_list").get_by_text("breast-cancer-wdbc").is_visible()
+    page.locator("main form button[type=submit], main form input[type=submit]").first.click()
+    page.wait_for_load_state()
+    page.get_by_role("link", name="Organize", exact=True).click()
+    page.wait_for_url(re.compile(r"/organize/$"))
+    row = page.locator('#organized tr[data-challenge="breast-cancer-wdbc"]')
+    assert row.is_visible()
+    row.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/challenges/breast-cancer-wdbc/console/$"))
+    assert page.get_by_role("heading", name=re.compile("console")).is_visible()
+    assert page.locator("#phase-main, section.phase").first.is_visible()
 
 
 def test_leaderboard_page_shows_baselines_scores_and_hides_the_private_part(
