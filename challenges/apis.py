@@ -6,23 +6,23 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib.auth.models import User
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from challenges.models import Evaluation, LeaderboardEntry, Result, Submission
+from challenges.api_errors import QueryParameterInvalid
+from challenges.models import Evaluation, LeaderboardEntry, Phase, Result, Submission
 from challenges.selectors import (
-    LeaderboardHidden,
     leaderboard_for_phase,
     phase_get_public,
     submission_get_for_user,
-    user_is_organizer,
 )
+from challenges.serializers_v1 import SubmissionV1Serializer, error_responses
 from challenges.services.submissions import (
     SubmissionRefused,
     limits_for,
@@ -30,12 +30,6 @@ from challenges.services.submissions import (
     submission_precheck,
 )
 from challenges.throttles import UploadThrottle
-
-
-class QueryParameterInvalid(ValueError):
-    """A query parameter is malformed or out of bounds (HTTP 400 with ``detail`` and ``code``)."""
-
-    code = "invalid_parameter"
 
 
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -50,29 +44,15 @@ def query_int(request: Request, name: str, *, default: int, low: int, high: int)
     text = raw.strip()
     digits = text[1:] if text[:1] in "+-" else text
     if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
-        raise QueryParameterInvalid(f"{name} must be a whole number from {low} to {high}")
+        raise QueryParameterInvalid(
+            f"{name} must be a whole number from {low} to {high}", field=name
+        )
     value = int(text)
     if not low <= value <= high:
-        raise QueryParameterInvalid(f"{name} must be a whole number from {low} to {high}")
+        raise QueryParameterInvalid(
+            f"{name} must be a whole number from {low} to {high}", field=name
+        )
     return value
-
-
-class EvaluationOut(serializers.ModelSerializer[Evaluation]):
-    class Meta:
-        model = Evaluation
-        fields = ["attempt", "state", "message", "queued_at", "started_at", "finished_at"]
-
-
-def _evaluation_json(evaluation: Evaluation, *, organizer: bool) -> dict[str, Any]:
-    data = dict(EvaluationOut(evaluation).data)
-    if organizer:
-        data["logs"] = evaluation.logs
-    results = {r.part: r.aggregates for r in evaluation.results.all()}
-    if "public" in results:
-        data["public"] = results["public"]
-    if organizer and "private" in results:
-        data["private"] = results["private"]
-    return data
 
 
 class SubmissionOut(serializers.ModelSerializer[Submission]):
@@ -81,6 +61,7 @@ class SubmissionOut(serializers.ModelSerializer[Submission]):
         fields = ["id", "phase", "kind", "original_name", "sha256", "comment", "created_at"]
 
 
+@extend_schema(exclude=True)  # the id-addressed routes: the slug routes are documented
 class PhaseLimitsApi(APIView):
     """GET: the caller's submission limits in a phase, before they submit."""
 
@@ -99,6 +80,7 @@ class _SessionAuthenticationCsrfLater(SessionAuthentication):
         request._request.scanbench_csrf_pending = True  # type: ignore[attr-defined]
 
 
+@extend_schema(exclude=True)  # the id-addressed routes: the slug routes are documented
 class SubmissionCreateApi(APIView):
     """POST multipart ``file`` (and optional ``comment``): submit to a phase.
 
@@ -117,50 +99,88 @@ class SubmissionCreateApi(APIView):
 
     def post(self, request: Request, phase_id: int) -> Response:
         phase = phase_get_public(phase_id=phase_id)
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            length = None
-        try:
-            submission_precheck(user=cast(User, request.user), phase=phase, content_length=length)
-        except SubmissionRefused as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
-        if getattr(request._request, "scanbench_csrf_pending", False):
-            SessionAuthentication().enforce_csrf(request)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            submission = submission_create(
-                user=cast(User, request.user),
-                phase=phase,
-                file=data.validated_data["file"],
-                comment=data.validated_data.get("comment", ""),
-            )
-        except SubmissionRefused as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        submission = submission_create_from_request(request, phase=phase)
         body = dict(SubmissionOut(submission).data)
         body["limits"] = limits_for(user=cast(User, request.user), phase=phase).to_json()
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+def submission_create_from_request(request: Request, *, phase: Phase) -> Submission:
+    """Submit the request's multipart ``file`` (and ``comment``) to ``phase``: the checks that
+    need no body first (:func:`submission_precheck`, on the declared ``Content-Length``), then
+    the CSRF check of a session caller (it reads the body), then :func:`submission_create`.
+
+    The body is parsed by Django's upload handlers (files over FILE_UPLOAD_MAX_MEMORY_SIZE go
+    to a temporary file) only after the prechecks passed. Raises SubmissionRefused or a DRF
+    ValidationError; the API's exception handler renders both.
+    """
+    user = cast(User, request.user)
+    try:
+        length: int | None = int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        length = None
+    submission_precheck(user=user, phase=phase, content_length=length)
+    if getattr(request._request, "scanbench_csrf_pending", False):
+        SessionAuthentication().enforce_csrf(request)
+    body = request.data  # parsed here: files over FILE_UPLOAD_MAX_MEMORY_SIZE go to disk
+    if not _body_received_whole(request):
+        raise SubmissionRefused(
+            "The upload ended before the end of the request its Content-Length announced (the "
+            "connection broke or the length was wrong); nothing was stored. Send it again.",
+            code="incomplete_upload",
+        )
+    data = SubmissionCreateApi.InputSerializer(data=body)
+    data.is_valid(raise_exception=True)
+    return submission_create(
+        user=user,
+        phase=phase,
+        file=data.validated_data["file"],
+        comment=data.validated_data.get("comment", ""),
+    )
+
+
+def _body_received_whole(request: Request) -> bool:
+    """Whether the server read as many bytes as the request's ``Content-Length`` announced.
+
+    Django's multipart parser reads the body to its end and takes a truncated body (a client
+    that disconnected mid-upload, a ``Content-Length`` larger than what was sent) as a short
+    one: a file part cut before its closing boundary is dropped, a complete one kept. Counting
+    the bytes the request's stream (Django's ``LimitedStream``) delivered tells them apart."""
+    stream = getattr(request._request, "_stream", None)
+    received, declared = getattr(stream, "_pos", None), getattr(stream, "limit", None)
+    if not isinstance(received, int) or not isinstance(declared, int):
+        return True
+    return received >= declared
+
+
+def submissions_with_evaluations(queryset: QuerySet[Submission]) -> QuerySet[Submission]:
+    """``queryset`` with what the API's submission body shows: phase and challenge, every
+    attempt (newest first) and its results."""
+    results = Prefetch("results", queryset=Result.objects.order_by("part"))
+    evaluations = Prefetch(
+        "evaluations", queryset=Evaluation.objects.order_by("-attempt").prefetch_related(results)
+    )
+    return queryset.select_related("phase__challenge").prefetch_related(evaluations)
+
+
 class SubmissionDetailApi(APIView):
-    """GET: a submission's evaluations (state, message, public scores)."""
+    """GET: one submission with its evaluations (state, message, scores): its participant's,
+    their team's, or for the organizers of its challenge; 404 for anyone else (docs/api.md)."""
 
     permission_classes = [permissions.IsAuthenticated]
 
+    @extend_schema(
+        operation_id="submissions_retrieve",
+        responses={200: SubmissionV1Serializer, **error_responses(401, 404, 429)},
+        tags=["submissions"],
+    )
     def get(self, request: Request, submission_id: int) -> Response:
         submission = submission_get_for_user(user=request.user, submission_id=submission_id)
-        organizer = user_is_organizer(user=request.user, challenge=submission.phase.challenge)
-        body = dict(SubmissionOut(submission).data)
-        body["evaluations"] = [
-            _evaluation_json(e, organizer=organizer)
-            for e in submission.evaluations.prefetch_related(
-                Prefetch("results", queryset=Result.objects.defer("cases"))
-            ).order_by("-attempt")
-        ]
-        return Response(body)
+        submission = submissions_with_evaluations(Submission.objects.filter(pk=submission.pk)).get()
+        return Response(SubmissionV1Serializer(submission, context={"request": request}).data)
 
 
+@extend_schema(exclude=True)  # the id-addressed routes: the slug routes are documented
 class LeaderboardApi(APIView):
     """GET ?part=public|private&limit=&offset=: the materialized leaderboard of a phase."""
 
@@ -179,16 +199,12 @@ class LeaderboardApi(APIView):
         phase = phase_get_public(phase_id=phase_id)
         part = request.query_params.get("part", "public")
         try:
+            # LeaderboardHidden (the private part before its reveal): 403 private_hidden.
             rows = leaderboard_for_phase(phase=phase, part=part, user=request.user)
-        except LeaderboardHidden as exc:
-            raise PermissionDenied(str(exc)) from exc
         except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            limit = query_int(request, "limit", default=50, low=1, high=500)
-            offset = query_int(request, "offset", default=0, low=0, high=10**9)
-        except QueryParameterInvalid as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=400)
+            raise QueryParameterInvalid(str(exc), field="part") from exc
+        limit = query_int(request, "limit", default=50, low=1, high=500)
+        offset = query_int(request, "offset", default=0, low=0, high=10**9)
         page = list(rows[offset : offset + limit])
         return Response(
             {

@@ -3,8 +3,10 @@ once, at import), so each can be changed by environment and in tests."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 
 class AnonymousThrottle(AnonRateThrottle):
@@ -21,3 +23,16 @@ class UploadThrottle(UserRateThrottle):
 
     def get_rate(self) -> str | None:
         return settings.SCANBENCH_API_UPLOAD_RATE
+
+
+class TokenObtainThrottle(SimpleRateThrottle):
+    """Token requests (``POST /api/token/``), per client address whoever asks:
+    ``SCANBENCH_API_TOKEN_RATE``. Failed passwords are also counted by the log-in throttle."""
+
+    scope = "token"
+
+    def get_rate(self) -> str | None:
+        return settings.SCANBENCH_API_TOKEN_RATE
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

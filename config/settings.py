@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "challenges",
 ]
 
@@ -124,6 +126,28 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # One error shape for every 4xx: {"detail", "code", "field"} (docs/api.md).
+    "EXCEPTION_HANDLER": "challenges.api_errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# The OpenAPI schema (/api/schema/) and its documentation page (/api/docs/), whose Swagger UI
+# assets come from the pinned drf-spectacular-sidecar package as static files: no CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Scanbench API",
+    "DESCRIPTION": "Challenges, data, submissions and leaderboards, addressed by slugs. "
+    "Authenticate with the header `Authorization: Token <key>` (POST /api/token/). Every 4xx "
+    'body is {"detail", "code", "field"}. See docs/api.md.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "MembershipStatusEnum": "challenges.models.MembershipStatus",
+        "PhaseStatusEnum": "challenges.serializers_v1.PHASE_STATUSES",
+        "EvaluationStateEnum": "challenges.models.EvaluationState",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------------
@@ -204,6 +228,9 @@ SCANBENCH_LOGIN_FAILURES_PER_ADDRESS_PER_15MIN = env.int(
 # address, and uploads (submission create) per user, refused with 429 and Retry-After.
 SCANBENCH_API_ANON_RATE = env("SCANBENCH_API_ANON_RATE", default="300/min") or None
 SCANBENCH_API_UPLOAD_RATE = env("SCANBENCH_API_UPLOAD_RATE", default="60/min") or None
+# POST /api/token/ per client address, signed in or not (failed passwords also count against
+# the log-in throttle).
+SCANBENCH_API_TOKEN_RATE = env("SCANBENCH_API_TOKEN_RATE", default="10/min") or None
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["challenges.throttles.AnonymousThrottle"]
 # The client's address for throttles: the peer, or the last X-Forwarded-For entry (the one the
 # trusted proxy added) behind a proxy; never an address the client chose.

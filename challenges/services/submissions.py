@@ -265,27 +265,35 @@ def submission_create(
     _check_size(phase, name, file.size or 0)
     digest = _sha256(file)
     entrant, team = entrant_for(user=user, phase=phase)
-    with transaction.atomic():
-        SubmissionCounter.objects.bulk_create(
-            [SubmissionCounter(phase=phase, entrant=entrant)], ignore_conflicts=True
-        )
-        # Serializes concurrent uploads of one entrant: the count below cannot go stale.
-        SubmissionCounter.objects.select_for_update().get(phase=phase, entrant=entrant)
-        _check_limits(limits_for(user=user, phase=phase, now=now))
-        submission = Submission(
-            phase=phase,
-            participant=user,
-            team=team,
-            kind=phase.submission_kind,
-            sha256=digest,
-            comment=comment[:500],
-            original_name=display_name(name),
-        )
-        # Stored under a short ASCII name of the server's: a participant's name can be too long
-        # for the file system (ENAMETOOLONG) or hold anything; it is kept for display only.
-        submission.file.save(f"submission{suffix}", file, save=False)
-        submission.save()
-        from challenges.services.evaluations import evaluation_create
+    submission: Submission | None = None
+    try:
+        with transaction.atomic():
+            SubmissionCounter.objects.bulk_create(
+                [SubmissionCounter(phase=phase, entrant=entrant)], ignore_conflicts=True
+            )
+            # Serializes concurrent uploads of one entrant: the count below cannot go stale.
+            SubmissionCounter.objects.select_for_update().get(phase=phase, entrant=entrant)
+            _check_limits(limits_for(user=user, phase=phase, now=now))
+            submission = Submission(
+                phase=phase,
+                participant=user,
+                team=team,
+                kind=phase.submission_kind,
+                sha256=digest,
+                comment=comment[:500],
+                original_name=display_name(name),
+            )
+            # Stored under a short ASCII name of the server's: a participant's name can be too long
+            # for the file system (ENAMETOOLONG) or hold anything; it is kept for display only.
+            submission.file.save(f"submission{suffix}", file, save=False)
+            submission.save()
+            from challenges.services.evaluations import evaluation_create
 
-        evaluation_create(submission=submission)
+            evaluation_create(submission=submission)
+    except BaseException:
+        # Nothing is kept of a refused or failed submission: its row is rolled back, and the
+        # file it stored, if it got that far, is deleted.
+        if submission is not None and submission.file.name:
+            submission.file.storage.delete(submission.file.name)
+        raise
     return submission
