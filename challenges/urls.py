@@ -82,5 +82,6 @@ urlpatterns = [
     # The organizer console and bundle uploads keep their routes in their own modules.
     path("", include("challenges.urls_console")),
     path("", include("challenges.urls_bundles")),
+    path("", include("challenges.urls_catalogue")),
     path("", include("challenges.urls_api")),
 ]
