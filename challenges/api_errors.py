@@ -4,8 +4,10 @@
 DRF calls :func:`api_exception_handler` (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``) for any
 exception an API view raises. DRF's own exceptions keep their status and headers
 (``WWW-Authenticate``, ``Retry-After``); the project's refusals (:class:`SubmissionRefused`,
-:class:`DownloadForbidden`, :class:`LeaderboardHidden`, :class:`TermsNotAccepted`, a bad query
-parameter) get their status and code here, so views raise them and never build error bodies.
+:class:`DownloadForbidden`, :class:`LeaderboardHidden`, :class:`TermsNotAccepted`, an
+organizer's :class:`OrganizerActionRefused` (409) or a non-organizer (:class:`NotOrganizer`,
+404), a :class:`TeamError`, a bad query parameter) get their status and code here, so views
+raise them and never build error bodies.
 A Django ``Http404`` says only "Not found.": its message can name a slug or an id the caller
 did not ask about, and never a storage path.
 """
@@ -23,7 +25,9 @@ from rest_framework.views import exception_handler
 from challenges.selectors import LeaderboardHidden
 from challenges.selectors_data import DownloadForbidden
 from challenges.services.data import TermsNotAccepted
+from challenges.services.organizers import NotOrganizer, OrganizerActionRefused
 from challenges.services.submissions import SubmissionRefused
+from challenges.services.teams import NotJoined, TeamError
 
 
 class ApiError(exceptions.APIException):
@@ -69,11 +73,26 @@ def _project_exception(exc: Exception) -> Exception:
         return ApiError(str(exc), code="private_hidden", http_status=403, field="part")
     if isinstance(exc, TermsNotAccepted):
         return ApiError(str(exc), code="terms_not_accepted", http_status=400, field="accept_terms")
+    if isinstance(exc, NotOrganizer):  # like the console's pages: nothing told to others
+        return exceptions.NotFound("Not found.")
+    if isinstance(exc, OrganizerActionRefused):
+        return ApiError(_sentence(str(exc)), code="action_refused", http_status=409)
+    if isinstance(exc, TeamError):
+        if exc.status == 404:
+            return exceptions.NotFound("Not found.")
+        return ApiError(str(exc), code="team_refused", http_status=exc.status)
+    if isinstance(exc, NotJoined):
+        return ApiError(str(exc), code="not_joined", http_status=403)
     if isinstance(exc, Http404):
         return exceptions.NotFound("Not found.")
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
     return exc
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else "Refused."
 
 
 def _first_error(detail: Any, field: str | None = None) -> tuple[str, str, str | None]:

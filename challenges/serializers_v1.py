@@ -15,14 +15,19 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from challenges.models import (
+    Announcement,
     Challenge,
+    ChallengeMembership,
+    EntryExclusion,
     Evaluation,
     EvaluationState,
     LeaderboardEntry,
     MembershipStatus,
+    OrganizerAction,
     Phase,
     Submission,
     SubmissionKind,
+    TeamInvitation,
 )
 from challenges.selectors import private_leaderboard_visible, user_is_organizer
 from challenges.selectors_taskcard import TaskCard
@@ -358,3 +363,272 @@ def task_card_json(card: TaskCard) -> dict[str, Any]:
     """The task card as JSON: each phase card names its phase by slug."""
     data: dict[str, Any] = json_safe(card)
     return data
+
+
+# --- the organizer console (challenges.apis_organizers) ---------------------------------------
+
+
+class ConsolePhaseSerializer(serializers.ModelSerializer[Phase]):
+    status = serializers.SerializerMethodField()
+    n_submissions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Phase
+        fields = [
+            "slug", "title", "status", "opens_at", "closes_at", "daily_limit", "total_limit",
+            "private_release", "private_published_at", "n_submissions",
+        ]  # fmt: skip
+
+    @extend_schema_field(serializers.ChoiceField(choices=PHASE_STATUSES))
+    def get_status(self, phase: Phase) -> str:
+        return phase_status(phase)
+
+    def get_n_submissions(self, phase: Phase) -> int:
+        n = getattr(phase, "n", None)
+        return int(n) if n is not None else phase.submissions.count()
+
+
+class ConsoleSerializer(serializers.ModelSerializer[Challenge]):
+    published = serializers.BooleanField(source="is_published")
+    organizers = serializers.SerializerMethodField(help_text="Usernames.")
+    phases = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Challenge
+        fields = ["slug", "title", "published", "requires_approval", "organizers", "phases"]
+
+    def get_organizers(self, challenge: Challenge) -> list[str]:
+        return list(challenge.organizers.order_by("username").values_list("username", flat=True))
+
+    @extend_schema_field(ConsolePhaseSerializer(many=True))
+    def get_phases(self, challenge: Challenge) -> list[dict[str, Any]]:
+        from django.db.models import Count
+
+        phases = (
+            Phase.objects.filter(challenge=challenge)
+            .annotate(n=Count("submissions"))
+            .order_by("opens_at", "pk")
+        )
+        return list(ConsolePhaseSerializer(phases, many=True).data)
+
+
+class PublishInSerializer(serializers.Serializer[Any]):
+    published = serializers.BooleanField(help_text="True publishes, false unpublishes.")
+
+
+class ApprovalInSerializer(serializers.Serializer[Any]):
+    requires_approval = serializers.BooleanField()
+
+
+class UsernameInSerializer(serializers.Serializer[Any]):
+    username = serializers.CharField(max_length=150)
+
+
+class PhaseUpdateInSerializer(serializers.Serializer[Any]):
+    opens_at = serializers.DateTimeField(required=False)
+    closes_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="null: the phase never closes."
+    )
+    daily_limit = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
+    total_limit = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
+
+
+class QueuedOutSerializer(serializers.Serializer[Any]):
+    queued = serializers.IntegerField(help_text="How many submissions were queued.")
+
+
+class ReasonInSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=2000, help_text="The participant sees it.")
+
+
+class DisqualifyInSerializer(ReasonInSerializer):
+    username = serializers.CharField(
+        required=False, max_length=150, help_text="A participant (or give team)."
+    )
+    team = serializers.CharField(
+        required=False, max_length=100, help_text="A team's name or slug (or give username)."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("username")) == bool(attrs.get("team")):
+            raise serializers.ValidationError("Give either username or team.", code="invalid")
+        return attrs
+
+
+class ExclusionSerializer(serializers.ModelSerializer[EntryExclusion]):
+    submission = serializers.IntegerField(source="submission_id", allow_null=True)
+    participant = serializers.CharField(source="participant.username", allow_null=True)
+    team = serializers.CharField(source="team.name", allow_null=True)
+    phase = serializers.CharField(source="phase.slug")
+    created_by = serializers.CharField(source="created_by.username")
+    lifted_by = serializers.CharField(source="lifted_by.username", allow_null=True)
+
+    class Meta:
+        model = EntryExclusion
+        fields = [
+            "id", "phase", "kind", "submission", "participant", "team", "reason", "created_by",
+            "created_at", "lifted_at", "lifted_by",
+        ]  # fmt: skip
+
+
+class ConsoleSubmissionRowSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="submission.pk")
+    phase = serializers.CharField(source="submission.phase.slug")
+    entrant = serializers.CharField()
+    is_baseline = serializers.BooleanField(source="submission.is_baseline")
+    file_name = serializers.CharField(source="submission.original_name")
+    created_at = serializers.DateTimeField(source="submission.created_at")
+    state = serializers.CharField(help_text="The latest attempt's state (empty: none yet).")
+    score = serializers.FloatField(
+        allow_null=True, help_text="The primary metric of the latest attempt's public part."
+    )
+    hidden = serializers.BooleanField()
+    disqualified = serializers.BooleanField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json_safe(dict(super().to_representation(instance)))
+        return data
+
+
+class ConsoleSubmissionListSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    results = ConsoleSubmissionRowSerializer(many=True)
+
+
+class ConsoleResultSerializer(serializers.Serializer[Any]):
+    part = serializers.CharField(source="result.part")
+    aggregates = serializers.SerializerMethodField()
+    n_cases = serializers.IntegerField()
+    cases = serializers.SerializerMethodField(
+        help_text="Per-case values, the first 1000 case ids (results.csv and cases.csv have all)."
+    )
+
+    @extend_schema_field(serializers.DictField(child=serializers.FloatField(allow_null=True)))
+    def get_aggregates(self, view: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json_safe(view.result.aggregates or {})
+        return data
+
+    @extend_schema_field(serializers.DictField(child=serializers.DictField()))
+    def get_cases(self, view: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json_safe(dict(view.cases))
+        return data
+
+
+class ConsoleAttemptSerializer(serializers.Serializer[Any]):
+    attempt = serializers.IntegerField(source="evaluation.attempt")
+    state = serializers.CharField(source="evaluation.state")
+    message = serializers.CharField(source="evaluation.message")
+    queued_at = serializers.DateTimeField(source="evaluation.queued_at", allow_null=True)
+    started_at = serializers.DateTimeField(source="evaluation.started_at", allow_null=True)
+    finished_at = serializers.DateTimeField(source="evaluation.finished_at", allow_null=True)
+    logs = serializers.CharField(help_text="The tail of the attempt's log.")
+    timings = serializers.SerializerMethodField(help_text="Seconds per step.")
+    results = ConsoleResultSerializer(many=True, help_text="Public and private parts.")
+
+    @extend_schema_field(serializers.DictField(child=serializers.FloatField(allow_null=True)))
+    def get_timings(self, view: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json_safe({str(k): v for k, v in view.timings})
+        return data
+
+
+class ConsoleSubmissionSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="submission.pk")
+    phase = serializers.CharField(source="submission.phase.slug")
+    entrant = serializers.CharField()
+    participant = serializers.CharField(source="submission.participant.username", allow_null=True)
+    team = serializers.CharField(source="submission.team.name", allow_null=True)
+    is_baseline = serializers.BooleanField(source="submission.is_baseline")
+    file_name = serializers.CharField(source="submission.original_name")
+    comment = serializers.CharField(source="submission.comment")
+    created_at = serializers.DateTimeField(source="submission.created_at")
+    sha256 = serializers.CharField(source="submission.sha256")
+    hidden = ExclusionSerializer(allow_null=True, help_text="The active hiding, if any.")
+    disqualified = ExclusionSerializer(
+        allow_null=True, help_text="The entrant's active disqualification, if any."
+    )
+    exclusions = ExclusionSerializer(many=True, help_text="Active and lifted.")
+    attempts = ConsoleAttemptSerializer(many=True, help_text="Newest first.")
+
+
+class MemberSerializer(serializers.ModelSerializer[ChallengeMembership]):
+    username = serializers.CharField(source="user.username")
+    decided_by = serializers.CharField(source="decided_by.username", allow_null=True)
+
+    class Meta:
+        model = ChallengeMembership
+        fields = [
+            "id", "username", "status", "joined_at", "terms_accepted_at", "decided_at",
+            "decided_by",
+        ]  # fmt: skip
+
+
+class MemberListSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    results = MemberSerializer(many=True)
+
+
+class AnnouncementInSerializer(serializers.Serializer[Any]):
+    subject = serializers.CharField(max_length=200)
+    body = serializers.CharField(max_length=20000)
+
+
+class AnnouncementSerializer(serializers.ModelSerializer[Announcement]):
+    author = serializers.CharField(source="author.username")
+
+    class Meta:
+        model = Announcement
+        fields = ["id", "subject", "body", "recipients", "author", "created_at"]
+
+
+class AnnouncementListSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    results = AnnouncementSerializer(many=True)
+
+
+class OrganizerActionSerializer(serializers.ModelSerializer[OrganizerAction]):
+    actor = serializers.CharField(source="actor.username")
+
+    class Meta:
+        model = OrganizerAction
+        fields = ["id", "actor", "action", "summary", "detail", "created_at"]
+
+
+class OrganizerActionListSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    results = OrganizerActionSerializer(many=True)
+
+
+# --- teams (challenges.apis_teams) -------------------------------------------------------------
+
+
+class TeamInSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=100)
+
+
+class InvitationSerializer(serializers.ModelSerializer[TeamInvitation]):
+    team = serializers.CharField(source="team.name")
+    invitee = serializers.CharField(source="invitee.username")
+    invited_by = serializers.CharField(source="invited_by.username", allow_null=True)
+
+    class Meta:
+        model = TeamInvitation
+        fields = ["id", "team", "invitee", "invited_by", "created_at"]
+
+
+class TeamSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    members = serializers.ListField(child=serializers.CharField(), help_text="Usernames.")
+    invitations_sent = InvitationSerializer(many=True, help_text="Pending, sent by the team.")
+
+
+class TeamPageSerializer(serializers.Serializer[Any]):
+    team = TeamSerializer(allow_null=True, help_text="The caller's team; null if none.")
+    invitations = InvitationSerializer(many=True, help_text="Pending invitations to the caller.")
+
+
+class TeamLeaveOutSerializer(serializers.Serializer[Any]):
+    left = serializers.BooleanField()
+    team_deleted = serializers.BooleanField(
+        help_text="The team was left empty without submissions, so it is gone."
+    )

@@ -5,9 +5,12 @@ same view serves it). Included from challenges.urls, so the names are ``challeng
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from challenges import apis_v1
+from challenges import apis_organizers as org
+from challenges import apis_teams, apis_v1
 
 PHASE = "api/challenges/<slug:slug>/phases/<slug:phase>"
+CONSOLE = "api/challenges/<slug:slug>/console"
+TEAM = "api/challenges/<slug:slug>/team"
 
 urlpatterns = [
     path("api/token/", apis_v1.TokenObtainApi.as_view(), name="api-v1-token"),
@@ -38,6 +41,121 @@ urlpatterns = [
         apis_v1.PhaseLeaderboardCsvApi.as_view(),
         name="api-v1-leaderboard-csv",
     ),
+    # The organizer console (challenges.apis_organizers): 404 to anyone but its organizers.
+    path(f"{CONSOLE}/", org.ConsoleApi.as_view(), name="api-v1-console"),
+    path(f"{CONSOLE}/publish", org.ConsolePublishApi.as_view(), name="api-v1-console-publish"),
+    path(f"{CONSOLE}/approval", org.ConsoleApprovalApi.as_view(), name="api-v1-console-approval"),
+    path(
+        f"{CONSOLE}/organizers",
+        org.ConsoleOrganizersApi.as_view(),
+        name="api-v1-console-organizers",
+    ),
+    path(
+        f"{CONSOLE}/organizers/<str:username>",
+        org.ConsoleOrganizerApi.as_view(),
+        name="api-v1-console-organizer",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/",
+        org.ConsolePhaseApi.as_view(),
+        name="api-v1-console-phase",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/open",
+        org.ConsolePhaseOpenApi.as_view(),
+        name="api-v1-console-phase-open",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/close",
+        org.ConsolePhaseCloseApi.as_view(),
+        name="api-v1-console-phase-close",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/reevaluate",
+        org.ConsolePhaseReevaluateApi.as_view(),
+        name="api-v1-console-phase-reevaluate",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/baselines",
+        org.ConsolePhaseBaselinesApi.as_view(),
+        name="api-v1-console-phase-baselines",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/publish-private",
+        org.ConsolePhasePublishPrivateApi.as_view(),
+        name="api-v1-console-phase-publish-private",
+    ),
+    path(
+        f"{CONSOLE}/phases/<slug:phase>/disqualify",
+        org.ConsolePhaseDisqualifyApi.as_view(),
+        name="api-v1-console-phase-disqualify",
+    ),
+    path(
+        f"{CONSOLE}/submissions/",
+        org.ConsoleSubmissionsApi.as_view(),
+        name="api-v1-console-submissions",
+    ),
+    path(
+        f"{CONSOLE}/submissions/<int:submission_id>/",
+        org.ConsoleSubmissionApi.as_view(),
+        name="api-v1-console-submission",
+    ),
+    path(
+        f"{CONSOLE}/submissions/<int:submission_id>/reevaluate",
+        org.ConsoleSubmissionReevaluateApi.as_view(),
+        name="api-v1-console-submission-reevaluate",
+    ),
+    path(
+        f"{CONSOLE}/submissions/<int:submission_id>/hide",
+        org.ConsoleSubmissionHideApi.as_view(),
+        name="api-v1-console-submission-hide",
+    ),
+    path(
+        f"{CONSOLE}/exclusions/<int:exclusion_id>/lift",
+        org.ConsoleExclusionLiftApi.as_view(),
+        name="api-v1-console-exclusion-lift",
+    ),
+    path(
+        f"{CONSOLE}/participants/",
+        org.ConsoleParticipantsApi.as_view(),
+        name="api-v1-console-participants",
+    ),
+    path(
+        f"{CONSOLE}/participants/<str:username>/approve",
+        org.ConsoleParticipantApproveApi.as_view(),
+        name="api-v1-console-participant-approve",
+    ),
+    path(
+        f"{CONSOLE}/participants/<str:username>/reject",
+        org.ConsoleParticipantRejectApi.as_view(),
+        name="api-v1-console-participant-reject",
+    ),
+    path(
+        f"{CONSOLE}/announcements/",
+        org.ConsoleAnnouncementsApi.as_view(),
+        name="api-v1-console-announcements",
+    ),
+    path(f"{CONSOLE}/actions/", org.ConsoleActionsApi.as_view(), name="api-v1-console-actions"),
+    path(
+        f"{CONSOLE}/results.csv",
+        org.ConsoleResultsCsvApi.as_view(),
+        name="api-v1-console-results-csv",
+    ),
+    path(f"{CONSOLE}/cases.csv", org.ConsoleCasesCsvApi.as_view(), name="api-v1-console-cases-csv"),
+    # Teams (challenges.apis_teams): the caller's own team and invitations only.
+    path(f"{TEAM}/", apis_teams.TeamApi.as_view(), name="api-v1-team"),
+    path(f"{TEAM}/invite", apis_teams.TeamInviteApi.as_view(), name="api-v1-team-invite"),
+    path(
+        f"{TEAM}/invitations/<int:invitation_id>/accept",
+        apis_teams.InvitationAcceptApi.as_view(),
+        name="api-v1-team-invitation-accept",
+    ),
+    path(
+        f"{TEAM}/invitations/<int:invitation_id>/decline",
+        apis_teams.InvitationDeclineApi.as_view(),
+        name="api-v1-team-invitation-decline",
+    ),
+    path(f"{TEAM}/leave", apis_teams.TeamLeaveApi.as_view(), name="api-v1-team-leave"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",

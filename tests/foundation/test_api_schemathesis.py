@@ -1,7 +1,8 @@
 """The API v1 answers as its own OpenAPI schema says (schemathesis, through the WSGI app):
 for generated path, query and body values of the read operations, the token and join, as a
-participant with a token, no 500 and every response (errors included) conforms to the schema.
-Uploads are left out (tests/foundation/test_api_v1.py covers them)."""
+participant with a token (the organizer console's reads as its organizer), no 500 and every
+response (errors included) conforms to the schema. Uploads and the console's actions are left
+out (tests/foundation/test_api_v1.py and test_api_organizers.py cover them)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ OPERATIONS = [
     "phases_leaderboard",
     "phases_leaderboard_csv",
     "submissions_retrieve",
+    "team_retrieve",
+    # the organizer console's reads with generated query values and its richest body (each
+    # operation adds a few seconds: the others are covered by test_api_organizers.py)
+    "console_submissions_list",
+    "console_submission_retrieve",
 ]
 CHECKS = [
     not_a_server_error,
@@ -97,12 +103,15 @@ def world(in_test_transaction, settings, tmp_path: Path):
         user=user, phase=phase, file=SimpleUploadedFile("p.csv", b"case_id,score\nc1,0.5\n")
     )
     token = Token.objects.create(user=user).key
+    organizer = UserFactory()
+    challenge.organizers.add(organizer)
     return {
         "slug": challenge.slug,
         "phase": phase.slug,
         "submission_id": submission.pk,
         "name": "train.csv",
         "token": token,
+        "organizer_token": Token.objects.create(user=organizer).key,
     }
 
 
@@ -123,4 +132,5 @@ def test_api_v1_conforms_to_its_schema(case, world):
         for key in ("slug", "phase", "submission_id", "name"):
             if case.path_parameters and key in case.path_parameters:
                 case.path_parameters[key] = world[key]
-    case.call_and_validate(headers={"Authorization": f"Token {world['token']}"}, checks=CHECKS)
+    token = world["organizer_token"] if "/console/" in case.operation.path else world["token"]
+    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
