@@ -292,8 +292,11 @@ class ConsolePhaseBaselinesApi(_ConsoleApi):
         tags=TAGS,
     )
     def post(self, request: Request, slug: str, phase: str) -> Response:
-        n = organizers.phase_baselines_add(phase=self.phase(phase), user=request.user)
-        return Response({"queued": n}, status=status.HTTP_202_ACCEPTED)
+        done = organizers.phase_baselines_add(phase=self.phase(phase), user=request.user)
+        return Response(
+            {"queued": done.added, "background": done.background},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class ConsolePhaseDisqualifyApi(_ConsoleApi):

@@ -3,7 +3,8 @@
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Case as DbCase
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 from django.utils import timezone
 
@@ -129,8 +130,16 @@ def leaderboard_for_phase(
             "The private leaderboard is revealed when this phase and every other phase scored "
             "on the same hidden test cases have closed."
         )
-    return LeaderboardEntry.objects.filter(phase=phase, part=part).order_by(
-        "rank", "display_name", "pk"
+    # A baseline's one-line description (its submission's comment) rides along in the same
+    # query: the page shows it under the name.
+    return (
+        LeaderboardEntry.objects.filter(phase=phase, part=part)
+        .annotate(
+            baseline_description=DbCase(
+                When(is_baseline=True, then=F("submission__comment")), default=Value("")
+            )
+        )
+        .order_by("rank", "display_name", "pk")
     )
 
 

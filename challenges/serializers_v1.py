@@ -435,6 +435,10 @@ class PhaseUpdateInSerializer(serializers.Serializer[Any]):
 
 class QueuedOutSerializer(serializers.Serializer[Any]):
     queued = serializers.IntegerField(help_text="How many submissions were queued.")
+    background = serializers.BooleanField(
+        required=False,
+        help_text="Baselines only: true when they train in a worker and appear as they finish.",
+    )
 
 
 class ReasonInSerializer(serializers.Serializer[Any]):

@@ -89,3 +89,24 @@ def bundle_upload_import(*, upload_id: int) -> None:
     from challenges.services.bundle_uploads import bundle_upload_import as run
 
     run(upload_id=upload_id)
+
+
+@scanbench_task(queue="cpu", time_limit=RUN_TIME_LIMIT_S, autoretry_for=TRANSIENT)
+def baselines_run(
+    *,
+    phase_id: int,
+    user_id: int,
+    families: list[str] | None = None,
+    names: list[str] | None = None,
+) -> None:
+    """Train every baseline that applies to a phase and submit their predictions (queued by
+    ``baselines_add`` for image phases; each baseline is idempotent: same predictions, no
+    second submission)."""
+    from challenges.services.baselines import baselines_run as run
+
+    run(
+        phase_id=phase_id,
+        user_id=user_id,
+        families=tuple(families) if families else None,
+        names=tuple(names) if names else None,
+    )

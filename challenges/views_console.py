@@ -226,9 +226,12 @@ class ConsoleOverviewView(ConsoleMixin, TemplateView):
         if action == "phase_baselines":
             return self.act(
                 lambda: organizers.phase_baselines_add(phase=phase, user=user),
-                lambda n: (
-                    f"{n} baseline(s) queued for scoring in {phase.title}"
-                    + ("." if n else " (they were all there already).")
+                lambda done: (
+                    f"The baselines of {phase.title} are training in the background; they "
+                    "appear on the leaderboard as they finish."
+                    if done.background
+                    else f"{done.added} baseline(s) queued for scoring in {phase.title}"
+                    + ("." if done.added else " (they were all there already).")
                 ),
             )
         if action == "private_publish":

@@ -1,54 +1,50 @@
-"""Honest baselines on every leaderboard: classical methods trained on the public train split,
-and the trivial "always negative" that exposes the accuracy paradox on imbalanced data."""
+"""Honest baselines on every leaderboard: trivial, classical (and CNN, where torch is installed)
+methods trained on the public train split (challenges.baselines, docs/baselines.md).
+
+Feature tables train in a few seconds, so :func:`baselines_add` submits their baselines at once.
+Image phases take longer: :func:`baselines_add` queues the Celery task ``baselines_run`` (queue
+``cpu``), which runs every applicable baseline (:func:`baselines_run`) and submits each one's
+predictions as it finishes. A submitted baseline is an ordinary predictions submission
+(``is_baseline``, not counted against any limit): re-evaluation re-scores its stored file.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from challenges.models import Case, CaseSplit, Phase, Submission, SubmissionKind, TaskType
+from challenges.baselines.data import phase_data
+from challenges.baselines.registry import Baseline, PhaseData, baselines_for
+from challenges.models import Phase, Submission, SubmissionKind
 from challenges.services.evaluations import evaluation_create
 
+logger = logging.getLogger(__name__)
 
-def _classifiers() -> dict[str, object]:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.naive_bayes import GaussianNB
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeClassifier
-
-    return {
-        "kNN (k=5)": make_pipeline(StandardScaler(), KNeighborsClassifier(5)),
-        "SVM (RBF)": make_pipeline(
-            StandardScaler(), CalibratedClassifierCV(SVC(random_state=0), ensemble=False)
-        ),
-        "Decision tree": DecisionTreeClassifier(max_depth=5, random_state=0),
-        "Random forest": RandomForestClassifier(200, random_state=0),
-        "Naive Bayes": GaussianNB(),
-        "Logistic regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
-    }
-
-
-def _predictions_csv(case_ids: list[str], scores: np.ndarray) -> bytes:
-    out = io.StringIO()
-    pd.DataFrame({"case_id": case_ids, "score": np.round(scores, 6)}).to_csv(out, index=False)
-    return out.getvalue().encode()
+DEFAULT_COMMENT = "Baseline computed by Scanbench on the public train split."
 
 
 @transaction.atomic
-def _add(*, phase: Phase, user: User, name: str, body: bytes) -> Submission | None:
+def _add(
+    *,
+    phase: Phase,
+    user: User,
+    name: str,
+    body: bytes,
+    comment: str = DEFAULT_COMMENT,
+    suffix: str = ".csv",
+) -> Submission | None:
     digest = hashlib.sha256(body).hexdigest()
     if Submission.objects.filter(
         phase=phase, is_baseline=True, baseline_name=name, sha256=digest
@@ -61,37 +57,144 @@ def _add(*, phase: Phase, user: User, name: str, body: bytes) -> Submission | No
         sha256=digest,
         is_baseline=True,
         baseline_name=name,
-        comment="Baseline computed by Scanbench on the public train split.",
+        comment=comment[:500],
     )
-    submission.file.save(f"{name.lower().replace(' ', '-')}.csv", ContentFile(body), save=False)
+    submission.file.save(f"{name.lower().replace(' ', '-')}{suffix}", ContentFile(body), save=False)
     submission.save()
     evaluation_create(submission=submission)
     return submission
 
 
-def baselines_add(*, phase: Phase, user: User) -> list[Submission]:
-    """Train the classical baselines on a tabular classification phase's train split and submit
-    their test predictions (not counted against any limit). Idempotent."""
-    if phase.challenge.task_type != TaskType.CLASSIFICATION or not phase.dataset.input_table:
-        raise ValueError(f"{phase}: baselines need a classification phase with a feature table")
-    table = pd.read_csv(Path(settings.MEDIA_ROOT) / phase.dataset.input_table)
-    table["case_id"] = table["case_id"].astype(str)
-    table = table.set_index("case_id")
-    cases = Case.objects.filter(dataset=phase.dataset)
-    train = dict(cases.filter(split=CaseSplit.TRAIN).values_list("case_id", "label"))
-    test_ids = list(cases.filter(split=CaseSplit.TEST).values_list("case_id", flat=True))
-    x_train = table.loc[list(train)].to_numpy(dtype=float)
-    y_train = np.array([int(v) for v in train.values()])
-    x_test = table.loc[test_ids].to_numpy(dtype=float)
-    added = []
-    made = _add(
-        phase=phase, user=user, name="Always negative",
-        body=_predictions_csv(test_ids, np.zeros(len(test_ids))),
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "baseline"
+
+
+def baseline_submit(
+    *, phase: Phase, user: User, baseline: Baseline, data: PhaseData
+) -> Submission | None:
+    """Run one baseline in its own scratch folder and submit its predictions (None when the
+    same predictions of that baseline are already there)."""
+    own = dataclasses.replace(data, work_dir=data.work_dir / _slug(baseline.name))
+    own.work_dir.mkdir(parents=True, exist_ok=True)
+    path = baseline.run(own)
+    suffix = ".zip" if path.name.lower().endswith(".zip") else ".csv"
+    return _add(
+        phase=phase, user=user, name=baseline.name, body=path.read_bytes(),
+        comment=baseline.description, suffix=suffix,
     )  # fmt: skip
-    added += [made] if made else []
-    for name, model in _classifiers().items():
-        model.fit(x_train, y_train)  # type: ignore[attr-defined]
-        scores = model.predict_proba(x_test)[:, 1]  # type: ignore[attr-defined]
-        made = _add(phase=phase, user=user, name=name, body=_predictions_csv(test_ids, scores))
-        added += [made] if made else []
-    return added
+
+
+def _chosen(baseline: Baseline, families: tuple[str, ...] | None) -> bool:
+    """Whether ``baseline`` is of ``families`` (default: $SCANBENCH_BASELINE_FAMILIES, else
+    every family)."""
+    if families is None:
+        env = os.environ.get("SCANBENCH_BASELINE_FAMILIES", "").strip()
+        families = tuple(f.strip() for f in env.split(",") if f.strip()) or None
+    return families is None or baseline.family in families
+
+
+def _scratch() -> Path:
+    root = Path(settings.VAR_DIR) / "baselines"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=root))
+
+
+def _run_all(
+    *,
+    phase: Phase,
+    user: User,
+    families: tuple[str, ...] | None = None,
+    names: tuple[str, ...] | None = None,
+    defer_slow: bool = False,
+) -> list[Submission]:
+    """Build the phase's data, run every applicable baseline (of ``families``, or only those
+    ``names``), submit each. One baseline that fails is logged and skipped; the others still
+    run. ``defer_slow`` queues each CNN baseline as a task of its own instead of running it
+    here, so that what was queued meanwhile (scoring, leaderboards) is not held up behind all
+    of them."""
+    work = _scratch()
+    try:
+        data = phase_data(phase, work)
+        chosen = [
+            b
+            for b in baselines_for(data)
+            if _chosen(b, families) and (names is None or b.name in names)
+        ]
+        if not chosen:
+            raise ValueError(f"{phase}: no baseline applies to this phase's task and inputs")
+        added: list[Submission] = []
+        for baseline in chosen:
+            if defer_slow and baseline.family == "cnn":
+                _queue(phase=phase, user=user, names=[baseline.name])
+                continue
+            started = time.monotonic()
+            try:
+                made = baseline_submit(phase=phase, user=user, baseline=baseline, data=data)
+            except Exception:
+                logger.exception("baseline %r failed on %s", baseline.name, phase)
+                continue
+            logger.info(
+                "baseline %r on %s: %.1f s", baseline.name, phase, time.monotonic() - started
+            )
+            added += [made] if made else []
+        return added
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _queue(
+    *, phase: Phase, user: User, families: list[str] | None = None, names: list[str] | None = None
+) -> None:
+    from challenges.tasks import baselines_run as task
+
+    phase_id, user_id = phase.pk, user.pk
+    transaction.on_commit(
+        lambda: task.delay(phase_id=phase_id, user_id=user_id, families=families, names=names)
+    )
+
+
+def baselines_add(
+    *,
+    phase: Phase,
+    user: User,
+    background: bool = False,
+    families: tuple[str, ...] | None = None,
+) -> list[Submission]:
+    """Submit the baselines that apply to ``phase`` (not counted against any limit; idempotent:
+    a baseline whose predictions are already there is not added again).
+
+    A feature-table phase trains its trivial and classical baselines here and returns the new
+    submissions. An image phase (or ``background=True``) queues the Celery task
+    ``baselines_run`` instead and returns an empty list: the baselines appear as they finish.
+    ``families`` (e.g. ``("trivial", "classical")``) limits the run to those families; the
+    default is every family, or the comma-separated ``SCANBENCH_BASELINE_FAMILIES`` of the
+    worker's environment. Raises ValueError, queuing nothing, when no baseline applies."""
+    work = _scratch()
+    try:
+        data = phase_data(phase, work)  # raises (a ValueError) when there is nothing to learn
+        applicable = [b for b in baselines_for(data) if _chosen(b, families)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not applicable:
+        raise ValueError(f"{phase}: no baseline applies to this phase's task and inputs")
+    if data.input_kind == "table" and not background:
+        return _run_all(phase=phase, user=user, families=("trivial", "classical"))
+    _queue(phase=phase, user=user, families=list(families) if families else None)
+    return []
+
+
+def baselines_run(
+    *,
+    phase_id: int,
+    user_id: int,
+    families: tuple[str, ...] | None = None,
+    names: tuple[str, ...] | None = None,
+) -> list[Submission]:
+    """The Celery task's work: every applicable baseline of the phase (of ``families``), each
+    submitted as it finishes (a failing one is logged and does not stop the others). The CNN
+    baselines are queued as one task each (``names``), behind whatever was queued meanwhile."""
+    phase = Phase.objects.select_related("challenge", "dataset").get(pk=phase_id)
+    user = User.objects.get(pk=user_id)
+    return _run_all(
+        phase=phase, user=user, families=families, names=names, defer_slow=names is None
+    )

@@ -11,6 +11,7 @@ which submissions the leaderboard considers, and the board is recomputed from st
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -373,20 +374,32 @@ def challenge_set_requires_approval(*, challenge: Challenge, user: Any, required
          else "Joining no longer needs the organizers' approval")  # fmt: skip
 
 
-def phase_baselines_add(*, phase: Phase, user: Any) -> int:
-    """Train the classical baselines on the phase's train split and queue their predictions
-    for scoring (:func:`challenges.services.baselines.baselines_add`, idempotent). Returns how
-    many were queued: baselines already there are not added again."""
+@dataclass(frozen=True)
+class BaselinesAdded:
+    """What "add baselines" did: ``added`` submissions queued for scoring now (tabular
+    phases train at once), or ``background`` when the training runs in a worker (image
+    phases: the baselines appear on the board as they finish)."""
+
+    added: int
+    background: bool
+
+
+def phase_baselines_add(*, phase: Phase, user: Any) -> BaselinesAdded:
+    """Run the baselines that fit the phase (:func:`challenges.services.baselines
+    .baselines_add`, idempotent: baselines already there are not added again)."""
     from challenges.services.baselines import baselines_add
 
     require_organizer(user=user, challenge=phase.challenge)
     try:
         added = baselines_add(phase=phase, user=user)
     except ValueError as exc:
-        raise OrganizerActionRefused(
-            f"{phase.title}: baselines need a classification phase with a feature table"
-        ) from exc
-    _log(phase.challenge, user, "baselines",
-         f"Added {len(added)} baseline(s) to {phase.title}", phase_id=phase.pk,
-         submission_ids=[s.pk for s in added])  # fmt: skip
-    return len(added)
+        raise OrganizerActionRefused(f"no baseline can be trained: {exc}") from exc
+    background = not phase.dataset.input_table
+    summary = (
+        f"Started the baselines of {phase.title} in the background"
+        if background
+        else f"Added {len(added)} baseline(s) to {phase.title}"
+    )
+    _log(phase.challenge, user, "baselines", summary, phase_id=phase.pk,
+         submission_ids=[s.pk for s in added], background=background)  # fmt: skip
+    return BaselinesAdded(added=len(added), background=background)

@@ -227,7 +227,7 @@ def test_overview_actions_change_the_challenge_and_are_logged(world):
     assert Evaluation.objects.filter(submission__phase=phase).count() == n_attempts + 2
 
     page = _post(client, url, {"action": "phase_baselines", "phase": phase.pk})
-    assert "baselines need a classification phase with a feature table" in page
+    assert "No baseline can be trained" in page and "no train cases" in page
 
     page = _post(client, url, {"action": "private_publish", "phase": phase.pk})
     assert "Close the phase before publishing" in page
