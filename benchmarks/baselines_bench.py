@@ -24,8 +24,12 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from challenges.baselines.registry import PhaseData
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +47,7 @@ DEMOS = (
 @dataclass
 class Target:
     title: str
-    data: object  # PhaseData
+    data: PhaseData
     labels: dict[str, int]  # classification: test case -> class
     masks: dict[str, Path]  # segmentation: test case -> reference mask
 
@@ -77,7 +81,9 @@ def _generated(folder: Path) -> list[Target]:
     cls = PhaseData("classification", "image2d", ["no blob", "blob"], train, test, 0, folder)
     train, test, masks = [], [], {}
     for i in range(40):
-        mask = ellipsoid_mask((64, 64), rng.uniform(20, 44, 2), rng.uniform(5, 12, 2))
+        mask = ellipsoid_mask(
+            (64, 64), rng.uniform(20, 44, 2).tolist(), rng.uniform(5, 12, 2).tolist()
+        )
         img = rng.normal(60, 15, (64, 64)) + 50 * mask
         case_id = f"seg_{i:03d}"
         path = png(folder / "seg" / f"{case_id}.png", img)
@@ -176,10 +182,10 @@ def main() -> int:
         for target in targets:
             data = target.data
             metric = "Dice" if target.masks else "AUC"
-            for baseline in baselines_for(data):  # type: ignore[arg-type]
+            for baseline in baselines_for(data):
                 if families and baseline.family not in families:
                     continue
-                own = replace(data, work_dir=data.work_dir / baseline.name.replace(" ", "_"))  # type: ignore[type-var]
+                own = replace(data, work_dir=data.work_dir / baseline.name.replace(" ", "_"))
                 own.work_dir.mkdir(parents=True, exist_ok=True)
                 started = time.perf_counter()
                 try:
