@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -27,8 +28,15 @@ def _get(url: str) -> str | None:
         return None
 
 
+def _free_port() -> str:
+    """A port nothing listens on now (a fixed one can be held by another run's server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def test_run_embedded_serves_demo_challenges_and_stops_on_ctrl_c(tmp_path):
-    port = "8791"
+    port = _free_port()
     env = {
         k: v
         for k, v in os.environ.items()
