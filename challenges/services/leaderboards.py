@@ -277,17 +277,19 @@ def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, 
     parts = {r[1] for r in results}
     if len(parts) != 1 or len(results) != len(set(result_ids.values())):
         return {}
-    labels = dict(
-        Case.objects.filter(
-            dataset_id=phase.dataset_id, split=CaseSplit.TEST, leaderboard_part=parts.pop()
-        ).values_list("case_id", "label")
+    # One read of the test split: the part's labels, and the classes over both parts (as the
+    # reference that scored the results has them).
+    part = parts.pop()
+    rows = Case.objects.filter(dataset_id=phase.dataset_id, split=CaseSplit.TEST).values_list(
+        "case_id", "leaderboard_part", "label"
     )
-    all_labels = Case.objects.filter(dataset_id=phase.dataset_id, split=CaseSplit.TEST)
     try:
-        y = np.array([int(labels[c]) for c in sorted(labels)], dtype=np.int64)
-        classes = sorted({int(v) for v in all_labels.values_list("label", flat=True)} | {0, 1})
+        every = [(c, p, int(v)) for c, p, v in rows]
     except ValueError:
         return {}
+    labels = {c: v for c, p, v in every if p == part}
+    y = np.array([labels[c] for c in sorted(labels)], dtype=np.int64)
+    classes = sorted({v for _c, _p, v in every} | {0, 1})
     n_resamples = _set_level_resamples(phase, len(result_ids), y.size)
     if not y.size or not n_resamples:
         return {}
