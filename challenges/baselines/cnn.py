@@ -129,6 +129,84 @@ def _export(model: nn.Module, example: Tensor, path: Path) -> Path:
     return path
 
 
+#: the file a CNN baseline leaves in its work folder on a model phase: its network wrapped for
+#: the phase's input specification, which the platform submits as a model file
+MODEL_FILE = "model.pt"
+
+
+def _normalise_t(x: Tensor) -> Tensor:
+    """:func:`_normalise` in torch, for one (1, 1, ...) input inside an exported model: the same
+    percentiles (linear interpolation), clipping and population standard deviation."""
+    flat = x.reshape(-1)
+    q = torch.quantile(flat, torch.tensor([0.005, 0.995], dtype=flat.dtype))
+    x = torch.clamp(x, q[0], q[1])
+    std = x.std(correction=0)
+    return (x - x.mean()) / torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
+class _DeployedClassifier(nn.Module):
+    """A classifier as the model runner calls it: (1, C, H, W) after the phase's intensity
+    scaling in, (1, classes) out. It does what the baseline does to an image itself: channels
+    averaged to grey, the per-image normalisation (which undoes any affine scaling the runner
+    applied), resizing to 64x64 and the five-crop average of softmax probabilities; ``log``
+    returns log-probabilities for a phase whose runner applies a softmax."""
+
+    def __init__(self, net: nn.Module, log: bool) -> None:
+        super().__init__()
+        self.net, self.log = net, log
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _normalise_t(x.float().mean(1, keepdim=True))
+        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
+        padded = F.pad(x, (_PAD,) * 4)
+        total = torch.zeros(1)
+        for i, j in ((0, 0), (0, 2 * _PAD), (2 * _PAD, 0), (2 * _PAD, 2 * _PAD), (_PAD, _PAD)):
+            crop = padded[:, :, i : i + IMAGE_SIZE, j : j + IMAGE_SIZE]
+            total = total + F.softmax(self.net(crop), 1)
+        probs = total / 5
+        return torch.log(probs) if self.log else probs
+
+
+class _DeployedUNet(nn.Module):
+    """A 2-D U-Net as the model runner calls it: (1, C, H, W) in, (1, 1, H, W) foreground
+    logits out (the runner keeps > 0, or > 0.5 after a sigmoid: the same voxels)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _normalise_t(x.float().mean(1, keepdim=True))
+        h, w = x.shape[-2], x.shape[-1]
+        ph, pw = _ceil4(h) - h, _ceil4(w) - w
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        logits: Tensor = self.net(x)[..., :h, :w]
+        return logits
+
+
+def _deploy(data: PhaseData, model: nn.Module, *, output: str, name: str) -> Path | None:
+    """On a model phase whose input specification this network can serve (2-D images,
+    ``output`` the spec's output kind), write :data:`MODEL_FILE`: the network wrapped in its
+    own pre- and post-processing and traced for the spec's input shape. None elsewhere (a
+    predictions phase, a 3-D spec, another output kind), with the reason logged."""
+    spec = data.input_spec
+    if not spec:
+        return None
+    size = [int(v) for v in spec.get("image_size", ())]
+    channels = int(spec.get("channels", 1))
+    if len(size) != 2 or spec.get("output", "class_scores") != output:
+        logger.info("%s: no model file: the phase's input spec %s is not %s on 2-D", name,
+                    spec, output)  # fmt: skip
+        return None
+    model = model.to("cpu").eval()
+    if output == "class_scores":
+        wrapped: nn.Module = _DeployedClassifier(model, log=spec.get("activation") == "softmax")
+    else:
+        wrapped = _DeployedUNet(model)
+    return _export(wrapped, torch.rand(1, channels, *size), data.work_dir / MODEL_FILE)
+
+
 # --- models -------------------------------------------------------------------------------------
 
 
@@ -192,6 +270,9 @@ class SmallResNet(nn.Module):
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 convolutions, each with group normalisation (per sample, so training on
+    patches and predicting on whole slices normalise alike, which batch statistics gathered on
+    mostly empty patches did not) and a ReLU."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
         nn.BatchNorm2d(cout),
@@ -356,6 +437,7 @@ def _finish_classifier(
     probs = _five_crop_probs(model, x_test, device)
     path = write_scores(data, probs, slug(name))
     _export(model, x_test[:1], data.work_dir / f"{slug(name)}.pt")
+    _deploy(data, model, output="class_scores", name=name)
     return path
 
 
@@ -549,9 +631,11 @@ def _ceil4(n: int) -> int:
 
 
 class _PatchSampler:
-    """Random square patches (half of them centred on foreground) from a list of (C, H, W)
-    images and (H, W) binary masks, with random flips and rot90; images smaller than the
-    patch are zero-padded."""
+    """Random square patches from a list of (C, H, W) images and (H, W) binary masks, with
+    random flips and rot90; images smaller than the patch are zero-padded. Half of the patches
+    are centred (give or take a quarter patch) on a foreground pixel of an image that has one:
+    the image is drawn among those first, so that slices of a volume where most slices hold no
+    lesion still give the network lesions to learn from."""
 
     def __init__(
         self, images: list[NDArray[np.float32]], masks: list[NDArray[np.float32]], size: int
@@ -564,15 +648,20 @@ class _PatchSampler:
             self.images.append(np.pad(img, ((0, 0), *pads)))
             self.masks.append(np.pad(m, pads))
         self.fg = [np.argwhere(m > 0) for m in self.masks]
+        self.with_fg = [i for i, f in enumerate(self.fg) if len(f)]
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[Tensor, Tensor]:
         xs, ys = [], []
         s = self.size
         for _ in range(batch):
-            i = int(rng.integers(len(self.images)))
+            centred = bool(self.with_fg) and rng.random() < 0.5
+            if centred:
+                i = self.with_fg[int(rng.integers(len(self.with_fg)))]
+            else:
+                i = int(rng.integers(len(self.images)))
             img, m = self.images[i], self.masks[i]
             h, w = m.shape
-            if len(self.fg[i]) and rng.random() < 0.5:
+            if centred:
                 cy, cx = self.fg[i][rng.integers(len(self.fg[i]))]
                 y0 = int(np.clip(cy - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, h - s))
                 x0 = int(np.clip(cx - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, w - s))
@@ -590,8 +679,10 @@ class _PatchSampler:
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))[:, None]
 
 
-def _dice_bce(logits: Tensor, target: Tensor) -> Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+def _dice_bce(logits: Tensor, target: Tensor, pos_weight: float = 1.0) -> Tensor:
+    bce = F.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device)
+    )
     p = torch.sigmoid(logits)
     inter = (p * target).sum()
     dice = (2 * inter + 1) / (p.sum() + target.sum() + 1)
@@ -606,18 +697,30 @@ def _train_unet(
     seed: int,
     device: torch.device,
     batch: int = 8,
+    pos_weight: float = 1.0,
 ) -> UNet:
+    """Adam with a cosine schedule on Dice + BCE (``pos_weight`` on the foreground term), then
+    the batch-norm statistics gathered afresh, as an equal-weight average over 40 batches of
+    the trained network: the running averages of training trail a network that is still
+    changing, and on rare-foreground data they left it predicting nothing at all."""
     rng = np.random.default_rng(seed)
     model = UNet(in_channels).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     for _ in range(steps):
         xb, yb = sampler.sample(rng, batch)
-        loss = _dice_bce(model(xb.to(device)), yb.to(device))
+        loss = _dice_bce(model(xb.to(device)), yb.to(device), pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         sched.step()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative (equal-weight) average
+    with torch.no_grad():
+        for _ in range(40):
+            model(sampler.sample(rng, batch)[0].to(device))
     return model.eval()
 
 
@@ -681,6 +784,8 @@ def run_unet2d(data: PhaseData) -> Path:
         out[case.case_id] = mask.reshape(raw.shape) if mask.size == raw.size else mask
     path = write_masks(data, out, slug(UNET2D))
     _export(model, torch.zeros(1, 1, size, size), data.work_dir / f"{slug(UNET2D)}.pt")
+    if fg == 1:  # the runner writes 1 for the foreground of a one-channel output
+        _deploy(data, model, output="mask", name=UNET2D)
     return path
 
 
@@ -746,10 +851,17 @@ def run_unet25d(data: PhaseData) -> Path:
     for lab in labels:
         vol = _Volume(lab)
         masks_2d.extend(vol.slices((lab == fg).astype(np.float32), is_mask=True))
-    size = _patch_size([i.shape[1:] for i in images])
+    # Small patches: lesions are a few hundred voxels of a volume, and a 64-pixel patch centred
+    # on one is about 1-5 % lesion where a 128-pixel one is a quarter of that.
+    size = min(64, _patch_size([i.shape[1:] for i in images]))
     started = time.perf_counter()
     model = _train_unet(
-        _PatchSampler(images, masks_2d, size), 3, steps=_steps(250), seed=data.seed, device=device
+        _PatchSampler(images, masks_2d, size),
+        3,
+        steps=_steps(1000),
+        seed=data.seed,
+        device=device,
+        pos_weight=5.0,
     )
     TRAIN_SECONDS[UNET25D] = time.perf_counter() - started
     logger.info("%s: trained in %.1f s", UNET25D, TRAIN_SECONDS[UNET25D])

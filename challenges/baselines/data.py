@@ -21,7 +21,7 @@ import pandas as pd
 from django.conf import settings
 
 from challenges.baselines.registry import PhaseData, TrainCase
-from challenges.models import Case, CaseSplit, Phase, TaskType
+from challenges.models import Case, CaseSplit, Phase, SubmissionKind, TaskType
 
 #: every baseline draws its randomness from this seed (PhaseData.seed)
 SEED = 0
@@ -178,9 +178,10 @@ def phase_data(phase: Phase, work_dir: Path) -> PhaseData:
     if not test:
         raise NoBaselineData(f"{phase}: no test cases to predict")
     work_dir.mkdir(parents=True, exist_ok=True)
+    spec = phase.input_spec if phase.submission_kind == SubmissionKind.MODEL else None
     return PhaseData(
         task=task, input_kind=kind, classes=classes, train=train, test=test, seed=SEED,
-        work_dir=work_dir,
+        work_dir=work_dir, input_spec=dict(spec) if spec else None,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ class PhaseData:
     test: list[TrainCase]  # label/mask_path are None here: test labels are never given
     seed: int
     work_dir: Path  # a private scratch folder for this run
+    # model phases: the phase's input specification (evaluator.runner.inputspec); a baseline
+    # that can serve it also leaves a TorchScript "model.pt" in work_dir (cnn.MODEL_FILE)
+    input_spec: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

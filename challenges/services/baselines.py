@@ -44,6 +44,7 @@ def _add(
     body: bytes,
     comment: str = DEFAULT_COMMENT,
     suffix: str = ".csv",
+    kind: str = SubmissionKind.PREDICTIONS,
 ) -> Submission | None:
     digest = hashlib.sha256(body).hexdigest()
     if Submission.objects.filter(
@@ -53,7 +54,7 @@ def _add(
     submission = Submission(
         phase=phase,
         participant=user,
-        kind=SubmissionKind.PREDICTIONS,
+        kind=kind,
         sha256=digest,
         is_baseline=True,
         baseline_name=name,
@@ -69,19 +70,48 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "baseline"
 
 
+#: added to a baseline's name for the entry of its exported model, run in the sandbox
+MODEL_FILE_SUFFIX = " (model file)"
+
+
+def _sandbox_runs_models() -> bool:
+    from challenges.services.sandbox import sandbox_backend
+    from evaluator.sandbox import NoSandbox
+
+    return not isinstance(sandbox_backend(), NoSandbox)
+
+
 def baseline_submit(
     *, phase: Phase, user: User, baseline: Baseline, data: PhaseData
 ) -> Submission | None:
     """Run one baseline in its own scratch folder and submit its predictions (None when the
-    same predictions of that baseline are already there)."""
+    same predictions of that baseline are already there).
+
+    On a model phase, a baseline that exported its network for the phase's input specification
+    (``model.pt`` in its folder, see challenges.baselines.cnn) is also submitted as a model
+    file, entry "<name> (model file)", when this installation has a sandbox backend: the same
+    network then runs in the sandbox from the test inputs, exactly as a participant's model
+    does, and its row shows what the runner's path scores next to the predictions' row."""
     own = dataclasses.replace(data, work_dir=data.work_dir / _slug(baseline.name))
     own.work_dir.mkdir(parents=True, exist_ok=True)
     path = baseline.run(own)
     suffix = ".zip" if path.name.lower().endswith(".zip") else ".csv"
-    return _add(
+    added = _add(
         phase=phase, user=user, name=baseline.name, body=path.read_bytes(),
         comment=baseline.description, suffix=suffix,
     )  # fmt: skip
+    model = own.work_dir / "model.pt"
+    if phase.submission_kind == SubmissionKind.MODEL and model.is_file():
+        if _sandbox_runs_models():
+            _add(
+                phase=phase, user=user, name=baseline.name + MODEL_FILE_SUFFIX,
+                body=model.read_bytes(), suffix=".pt", kind=SubmissionKind.MODEL,
+                comment=f"{baseline.description} Exported as TorchScript and run in the "
+                "sandbox on the test inputs, like a participant's model file.",
+            )  # fmt: skip
+        else:
+            logger.info("%s: no sandbox backend, its model file is not submitted", baseline.name)
+    return added
 
 
 def _chosen(baseline: Baseline, families: tuple[str, ...] | None) -> bool:

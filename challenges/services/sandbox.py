@@ -7,6 +7,7 @@ as a score."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -64,6 +65,13 @@ def _limits(phase: Phase) -> Limits:
     )
 
 
+def _runner_spec(phase: Phase) -> InputSpec:
+    """The phase's input specification for the model runner, with its CSV columns always
+    ``class_0..`` (or ``score``): the scorer reads those, not class names, so a spec that names
+    its classes would otherwise turn every model's output into an unreadable file."""
+    return dataclasses.replace(InputSpec.from_dict(phase.input_spec), class_names=())
+
+
 def evaluation_run(*, evaluation_id: int) -> None:
     """Run the submission's code once for this delivery; hand valid output to scoring."""
     evaluation = evaluation_begin(evaluation_id=evaluation_id, stage=EvaluationState.RUNNING)
@@ -97,7 +105,7 @@ def evaluation_run(*, evaluation_id: int) -> None:
                 model_path=Path(submission.file.path),
                 input_dir=inputs,
                 output_dir=out,
-                input_spec=InputSpec.from_dict(phase.input_spec),
+                input_spec=_runner_spec(phase),
                 limits=_limits(phase),
                 backend=backend,
                 label=owner,

@@ -263,3 +263,79 @@ def test_unet25d_beats_empty_masks_on_the_input_grid(tmp_path: Path) -> None:
     empty = score("segmentation", ref, _empty_zip(data, tmp_path / "e.zip"), options=FAST)
     dice = report.aggregates["dice"]
     assert dice is not None and dice > (empty.aggregates["dice"] or 0.0) + 0.3, dice
+
+
+# --- model phases: the exported network, run by the model runner ------------------------------
+
+
+def _run_runner(model: Path, spec: dict[str, object], cases: list[TrainCase], tmp: Path) -> Path:
+    """The model runner of the sandbox (evaluator.runner), here on the host, on a folder that
+    holds only the test inputs."""
+    import shutil
+
+    from evaluator.runner.__main__ import run as runner_run
+    from evaluator.runner.inputspec import InputSpec
+
+    inputs, outputs = tmp / "runner-in", tmp / "runner-out"
+    inputs.mkdir()
+    outputs.mkdir()
+    for c in cases:
+        assert c.input_path is not None
+        shutil.copy(c.input_path, inputs / c.input_path.name)
+    assert runner_run(model, "torchscript", InputSpec.from_dict(spec), inputs, outputs) == 0
+    return outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["none", "softmax"])
+def test_classifier_model_file_gives_its_predictions_through_the_runner(
+    tmp_path: Path, activation: str
+) -> None:
+    data, _ = classification_data(tmp_path / "c", n_train=16, n_test=6)
+    # the runner scales intensities (here min-max) and resamples to image_size (the images'
+    # own 64x64); the exported model normalises per image as the baseline does, which undoes
+    # any affine scaling, so the probabilities must be the baseline's own
+    spec = {"image_size": [64, 64], "intensity": "minmax", "output": "class_scores",
+            "class_names": ["no", "yes"], "activation": activation}  # fmt: skip
+    data = PhaseData(**{**data.__dict__, "input_spec": spec})
+    pred = cnn.run_lenet(data)
+    assert (data.work_dir / cnn.MODEL_FILE).is_file()
+    out = _run_runner(data.work_dir / cnn.MODEL_FILE, spec, data.test, tmp_path)
+    with (out / "predictions.csv").open() as fh:
+        rows = {r["case_id"]: float(r["yes"]) for r in csv.DictReader(fh)}
+    with pred.open() as fh:
+        own = {r["case_id"]: float(r["score"]) for r in csv.DictReader(fh)}
+    assert set(rows) == set(own)
+    for case_id, p in own.items():
+        assert rows[case_id] == pytest.approx(p, abs=1e-4), case_id
+
+
+@pytest.mark.slow
+def test_unet2d_model_file_gives_its_masks_through_the_runner(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data, _ = segmentation2d_data(tmp_path)
+    spec = {"image_size": [64, 64], "intensity": "zscore", "output": "mask"}
+    data = PhaseData(**{**data.__dict__, "input_spec": spec})
+    pred = cnn.run_unet2d(data)
+    out = _run_runner(data.work_dir / cnn.MODEL_FILE, spec, data.test, tmp_path)
+    with zipfile.ZipFile(pred) as zf:
+        for c in data.test:
+            own = np.asarray(Image.open(zf.open(f"{c.case_id}.png")))
+            runner = np.asarray(Image.open(out / f"{c.case_id}.png"))
+            assert own.shape == runner.shape
+            assert own.any()
+            # the same network on the same normalised pixels: at most a few boundary pixels
+            # differ, where a logit is within float error of 0
+            assert (own != runner).mean() < 0.002, c.case_id
+
+
+def test_no_model_file_on_a_predictions_phase_or_a_3d_spec(tmp_path: Path) -> None:
+    data, _ = classification_data(tmp_path / "c", n_train=4, n_test=2)
+    model = cnn.LeNet(2)
+    assert cnn._deploy(data, model, output="class_scores", name="x") is None
+    three_d = PhaseData(**{**data.__dict__, "input_spec": {"image_size": [8, 8, 8]}})
+    assert cnn._deploy(three_d, model, output="class_scores", name="x") is None
+    masks = PhaseData(**{**data.__dict__, "input_spec": {"image_size": [8, 8], "output": "mask"}})
+    assert cnn._deploy(masks, model, output="class_scores", name="x") is None
+    assert not (data.work_dir / cnn.MODEL_FILE).exists()
