@@ -9,9 +9,11 @@ labels (classification labels from the database, test masks from ``SCANBENCH_PRI
 unless told to leave them out. Submissions, results, users, teams and memberships are never
 exported.
 
-What the bundle format cannot carry is listed by :func:`bundle_export_losses` (the
-``export_challenge`` command prints it): leaderboard parts that the seeded draw does not give
-again, a phase's ``private_release``, the challenge's ``requires_approval``.
+The cases file carries every test case's stored leaderboard part (``leaderboard_part``), so a
+fresh import keeps the parts whatever the seeded draw would give; ``requires_approval`` and each
+phase's ``private_release`` are written too. What the bundle format still cannot carry is listed
+by :func:`bundle_export_losses` (the ``export_challenge`` command prints it): phases on another
+data set than the bundle's one.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import Any
 import yaml
 from django.conf import settings
 
-from challenges.models import Case, CaseSplit, Challenge, Dataset, Phase, PrivateRelease, TaskType
-from challenges.services.bundles import MANIFEST, MASK_SUFFIXES, draw_leaderboard_parts
+from challenges.models import Case, CaseSplit, Challenge, Dataset, Phase, TaskType
+from challenges.services.bundles import MANIFEST, MASK_SUFFIXES
 
 CASES_FILE = "cases.csv"
 INPUTS_FOLDER = "inputs"
@@ -61,30 +63,7 @@ def bundle_export_losses(*, challenge: Challenge) -> list[str]:
     round trip is lossless). Submissions, results and users are never exported and not listed."""
     dataset = _dataset(challenge)
     lines: list[str] = []
-    test = dict(
-        Case.objects.filter(dataset=dataset, split=CaseSplit.TEST).values_list(
-            "case_id", "leaderboard_part"
-        )
-    )
-    if test:
-        drawn = draw_leaderboard_parts(sorted(test), dataset.public_fraction, dataset.split_seed)
-        moved = sorted(i for i, part in test.items() if drawn[i] != part)
-        if moved:
-            shown = ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else "")
-            lines.append(
-                f"leaderboard parts: {len(moved)} of {len(test)} test case(s) are not where the "
-                f"draw of public_fraction {dataset.public_fraction} and seed "
-                f"{dataset.split_seed} puts them ({shown}); a fresh import draws them anew "
-                "(the bundle format has no per-case part)"
-            )
-    if challenge.requires_approval:
-        lines.append("requires_approval: not in the bundle format; a fresh import sets it off")
     for phase in Phase.objects.filter(challenge=challenge).order_by("opens_at", "slug"):
-        if phase.private_release != PrivateRelease.ON_CLOSE:
-            lines.append(
-                f"phase '{phase.slug}': private_release {phase.private_release!r} is not in the "
-                f"bundle format; a fresh import sets {PrivateRelease.ON_CLOSE.value!r}"
-            )
         if phase.dataset_id != dataset.pk:
             lines.append(f"phase '{phase.slug}': on another data set")
     return lines
@@ -124,6 +103,7 @@ def _phase_manifest(phase: Phase) -> dict[str, Any]:
     )
     if phase.show_case_results is not None:
         values["show_case_results"] = phase.show_case_results
+    values["private_release"] = phase.private_release
     return values
 
 
@@ -150,6 +130,7 @@ def _manifest(
     top["licence"] = challenge.data_licence
     top["attribution"] = challenge.data_attribution
     top["published"] = challenge.is_published
+    top["requires_approval"] = challenge.requires_approval
     if challenge.terms:
         top["terms"] = challenge.terms
     if kit:
@@ -252,13 +233,16 @@ def _write_bundle(challenge: Challenge, dest: Path, *, include_test_labels: bool
 
     with (dest / CASES_FILE).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["case_id", "split", "label"] if classification else ["case_id", "split"])
+        # the stored leaderboard part of every test case, so that a fresh import keeps it
+        # whatever the draw of public_fraction and seed would give now
+        header = ["case_id", "split", *(["label"] if classification else []), "leaderboard_part"]
+        writer.writerow(header)
         for c in cases:
+            row = [c.case_id, c.split]
             if classification:
                 hidden = c.split == CaseSplit.TEST and not include_test_labels
-                writer.writerow([c.case_id, c.split, "" if hidden else c.label])
-            else:
-                writer.writerow([c.case_id, c.split])
+                row.append("" if hidden else c.label)
+            writer.writerow([*row, c.leaderboard_part if c.split == CaseSplit.TEST else ""])
 
     kit: str | None = None
     if dataset.starting_kit:

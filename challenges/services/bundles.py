@@ -53,7 +53,7 @@ from challenges.models import (
     SubmissionKind,
     TaskType,
 )
-from challenges.models.phase import EntrySelection
+from challenges.models.phase import EntrySelection, PrivateRelease
 from evaluator import ranking
 from evaluator.dataset_summary import SUMMARY_VERSION, MaskSummaryError, summarize_masks
 from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
@@ -231,6 +231,7 @@ class _CaseSpec:
     case_id: str
     split: str
     label: str = ""
+    part: str = ""  # an explicit leaderboard part (test cases), else drawn
     input_src: Path | None = None
     label_src: Path | None = None
 
@@ -330,7 +331,14 @@ def _read_cases(
                     f"index 0..{n_classes - 1} ({_class_names(classes)})"
                 )
                 continue
-        specs.append(_CaseSpec(case_id=case_id, split=split, label=label))
+        part = (row.get("leaderboard_part") or "").strip()
+        if part and (split != CaseSplit.TEST or part not in LeaderboardPart.values):
+            problems.add(
+                f"{cases_name}: line {line}: case '{case_id}': leaderboard_part {part!r} must be "
+                "public or private, and only on a test case (or empty: drawn)"
+            )
+            continue
+        specs.append(_CaseSpec(case_id=case_id, split=split, label=label, part=part))
     row_problems = len(problems.items) + problems.more > known
     if not row_problems and not any(s.split == CaseSplit.TEST for s in specs):
         problems.add(f"{cases_name}: no test cases: nothing could be scored")
@@ -513,7 +521,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
             "slug", "title", "description", "submission_kind", "opens", "closes", "daily_limit",
             "total_limit", "metrics", "primary_metric", "direction", "ranking",
             "entry_selection", "ladder", "threshold", "nsd_tolerance_mm", "time_limit_s",
-            "memory_limit_mb", "gpus", "input_spec", "show_case_results",
+            "memory_limit_mb", "gpus", "input_spec", "show_case_results", "private_release",
         }
     )  # fmt: skip
     known = KNOWN_METRICS[task]
@@ -560,6 +568,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
         "gpus": p.get("gpus", 0, kind=int),
         "input_spec": p.get("input_spec", {}, kind=dict),
         "show_case_results": p.get("show_case_results", None, kind=bool),
+        "private_release": p.choice("private_release", PrivateRelease, PrivateRelease.ON_CLOSE),
     }
 
 
@@ -756,6 +765,7 @@ def _plan(root: Path, progress: Progress | None) -> BundlePlan:
         {
             "slug", "title", "summary", "task", "classes", "input", "output", "licence",
             "attribution", "dataset", "phases", "published", "terms", "starting_kit",
+            "requires_approval",
         }
     )  # fmt: skip
     task = top.choice("task", TaskType)
@@ -777,6 +787,9 @@ def _plan(root: Path, progress: Progress | None) -> BundlePlan:
     published = top.get("published", None, kind=bool)
     if published is not None:
         challenge_values["is_published"] = published
+    approval = top.get("requires_approval", None, kind=bool)
+    if approval is not None:
+        challenge_values["requires_approval"] = approval
     slug = _slug(top, "slug")
     ds = _Fields(top.get("dataset", kind=dict), "dataset")
     ds.unknown_keys({"slug", "description", "cases", "inputs", "labels", "public_fraction", "seed"})
@@ -990,8 +1003,12 @@ def _write(
     specs = plan.specs
     existing = {c.case_id: c for c in Case.objects.filter(dataset=dataset)}
     keep_parts = {i: c.leaderboard_part for i, c in existing.items() if c.split == CaseSplit.TEST}
+    # A stored part never changes; a new test case takes its part from the bundle, if given,
+    # else from the draw over the new test cases without one.
     new_test = [
-        s.case_id for s in specs if s.split == CaseSplit.TEST and s.case_id not in keep_parts
+        s.case_id
+        for s in specs
+        if s.split == CaseSplit.TEST and s.case_id not in keep_parts and not s.part
     ]
     drawn = (
         draw_leaderboard_parts(new_test, dataset.public_fraction, dataset.split_seed)
@@ -1003,7 +1020,7 @@ def _write(
         input_rel, label_rel = stored.files[s.case_id]
         part = ""
         if s.split == CaseSplit.TEST:
-            part = keep_parts.get(s.case_id) or drawn[s.case_id]
+            part = keep_parts.get(s.case_id) or s.part or drawn[s.case_id]
         values = {
             "split": s.split,
             "leaderboard_part": part,

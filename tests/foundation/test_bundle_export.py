@@ -22,6 +22,7 @@ from challenges.services.bundle_export import (
     challenge_export_bundle,
     challenge_export_zip,
 )
+from challenges.services.bundles import draw_leaderboard_parts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bundles" / "synthetic-lesions"
 
@@ -210,7 +211,8 @@ def test_the_manifest_lists_the_documented_keys_in_order(tmp_path):
     data = yaml.safe_load((out / "challenge.yaml").read_text(encoding="utf-8"))
     assert list(data) == [
         "slug", "title", "summary", "task", "classes", "input", "output", "licence",
-        "attribution", "published", "terms", "starting_kit", "dataset", "phases",
+        "attribution", "published", "requires_approval", "terms", "starting_kit", "dataset",
+        "phases",
     ]  # fmt: skip
     assert list(data["dataset"]) == [
         "slug", "description", "cases", "inputs", "public_fraction", "seed",
@@ -296,22 +298,54 @@ def test_without_test_labels_no_test_mask_is_written(tmp_path):
 
 
 @pytest.mark.django_db
-def test_parts_the_seeded_draw_does_not_give_again_are_reported(tmp_path):
+def test_parts_approval_and_release_come_back_though_the_draw_would_differ(tmp_path):
     bundle = _bundle(tmp_path, "example")
     _import(bundle)
     challenge = Challenge.objects.get(slug="synthetic-lesions")
-    # An organizer re-imports with another seed: the drawn parts stay, the seed changes.
-    Dataset.objects.filter(challenge=challenge).update(split_seed=99)
+    dataset = Dataset.objects.get(challenge=challenge)
+    # An organizer re-imported with another seed: the drawn parts stayed, the seed changed, so
+    # the seeded draw no longer gives the stored parts.
+    Dataset.objects.filter(pk=dataset.pk).update(split_seed=99)
     Phase.objects.filter(slug="final").update(private_release="manual")
     Challenge.objects.filter(pk=challenge.pk).update(requires_approval=True)
+    parts = dict(
+        Case.objects.filter(dataset=dataset, split="test").values_list(
+            "case_id", "leaderboard_part"
+        )
+    )
+    drawn = draw_leaderboard_parts(sorted(parts), dataset.public_fraction, 99)
+    assert drawn != parts
     challenge.refresh_from_db()
-    losses = bundle_export_losses(challenge=challenge)
-    assert any(line.startswith("leaderboard parts: ") for line in losses)
-    assert any("phase 'final': private_release 'manual'" in line for line in losses)
-    assert any(line.startswith("requires_approval") for line in losses)
+    assert bundle_export_losses(challenge=challenge) == []
+    out = tmp_path / "x"
     stdout = io.StringIO()
-    call_command("export_challenge", "synthetic-lesions", str(tmp_path / "x"), stdout=stdout)
-    assert "not carried by the bundle: leaderboard parts" in stdout.getvalue()
+    call_command("export_challenge", "synthetic-lesions", str(out), stdout=stdout)
+    assert "not carried by the bundle" not in stdout.getvalue()
+    _forget("synthetic-lesions")
+    _import(out)
+    again = Challenge.objects.get(slug="synthetic-lesions")
+    assert again.requires_approval is True
+    assert Phase.objects.get(challenge=again, slug="final").private_release == "manual"
+    assert (
+        dict(
+            Case.objects.filter(dataset__challenge=again, split="test").values_list(
+                "case_id", "leaderboard_part"
+            )
+        )
+        == parts
+    )
+
+
+@pytest.mark.django_db
+def test_an_explicit_part_on_a_train_case_is_refused(tmp_path):
+    bundle = _bundle(tmp_path, "example")
+    cases = bundle / "cases.csv"
+    lines = cases.read_text().splitlines()
+    lines[0] += ",leaderboard_part"
+    lines[1:] = [f"{line},public" if ",train," in line + "," else line + "," for line in lines[1:]]
+    cases.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CommandError, match="leaderboard_part 'public' must be public or private"):
+        _import(bundle)
 
 
 @pytest.mark.django_db
