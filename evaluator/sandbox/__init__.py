@@ -6,6 +6,8 @@ Django-free. The platform uses::
     problems = backend.check()         # -> Django system check errors
     result = run_model_submission(model_path=..., input_dir=..., output_dir=...,
                                   input_spec=InputSpec(...), limits=Limits(...), backend=backend)
+    scores = scoring_run(program=program_read(folder), reference_dir=..., results_dir=...,
+                         output_dir=..., limits=..., backend=backend, label=...)
     image_id = load_image_tarball(path, client, TarballLimits())
     result = backend.run(RunSpec(input_dir=..., output_dir=..., image=image_id, limits=...))
 
@@ -19,6 +21,15 @@ from .bwrap_backend import BubblewrapBackend
 from .docker_backend import DockerBackend
 from .image import build_evaluator_image, evaluator_image_tag, evaluator_rootfs
 from .models import ModelFormat, run_model_submission
+from .programs import (
+    Program,
+    ProgramError,
+    ProgramScores,
+    ingestion_run,
+    program_read,
+    scoring_run,
+    translate_command,
+)
 from .selection import BACKEND_NAMES, get_backend
 from .spec import Limits, Mount, OutputPolicy, RunResult, RunSpec, RunStatus
 from .tarball import InvalidImageTarball, TarballLimits, inspect_image_tarball, load_image_tarball
@@ -36,6 +47,9 @@ __all__ = [
     "NoSandbox",
     "OutputKind",
     "OutputPolicy",
+    "Program",
+    "ProgramError",
+    "ProgramScores",
     "RunResult",
     "RunSpec",
     "RunStatus",
@@ -46,7 +60,11 @@ __all__ = [
     "evaluator_image_tag",
     "evaluator_rootfs",
     "get_backend",
+    "ingestion_run",
     "inspect_image_tarball",
     "load_image_tarball",
+    "program_read",
     "run_model_submission",
+    "scoring_run",
+    "translate_command",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "PREDICTION_SUFFIXES",
+    "PROGRAM_SCORE_FILES",
     "SCORER_FILES",
     "Limits",
     "Mount",
@@ -30,6 +31,13 @@ GiB = 1024 * MiB
 PREDICTION_SUFFIXES: tuple[str, ...] = (".csv", ".nii.gz", ".nii", ".nrrd", ".png")
 # What an organizer's scoring container may (and must) write.
 SCORER_FILES: tuple[str, ...] = ("metrics.json",)
+# What an organizer's Codabench/CodaLab scoring program may write (see programs.py).
+PROGRAM_SCORE_FILES: tuple[str, ...] = (
+    "scores.json",
+    "scores.txt",
+    "scores_per_case.csv",
+    "detailed_results.html",
+)
 
 
 _RESERVED = frozenset({"", "/input", "/output", "/tmp", "/proc", "/dev", "/sys"})  # noqa: S108
@@ -98,11 +106,13 @@ class OutputPolicy:
 
     Names are checked on the host, after the run, before anything is handed to the scorer: only
     regular files and directories, no links, no hidden files, nothing outside the allowed names.
+    ``any_name`` lifts the name rule (links, hidden files, depth, size and count limits still hold).
     """
 
     suffixes: tuple[str, ...] = PREDICTION_SUFFIXES
     exact_names: tuple[str, ...] = ()
     max_depth: int = 2
+    any_name: bool = False
 
     @classmethod
     def predictions(cls) -> OutputPolicy:
@@ -113,7 +123,21 @@ class OutputPolicy:
         """An organizer's scoring container: ``metrics.json`` and nothing else."""
         return cls(suffixes=(), exact_names=SCORER_FILES, max_depth=1)
 
+    @classmethod
+    def program_scores(cls) -> OutputPolicy:
+        """An organizer's scoring program: ``scores.json``, ``scores.txt``,
+        ``scores_per_case.csv``, ``detailed_results.html``, at the top of ``/output`` only."""
+        return cls(suffixes=(), exact_names=PROGRAM_SCORE_FILES, max_depth=1)
+
+    @classmethod
+    def any_files(cls) -> OutputPolicy:
+        """An organizer's ingestion program: any plain, non-hidden file name, at most one folder
+        deep; still regular files only and within the run's size and file-count limits."""
+        return cls(suffixes=(), exact_names=(), max_depth=2, any_name=True)
+
     def allows(self, relative_name: str) -> bool:
+        if self.any_name:
+            return True
         base = relative_name.rsplit("/", 1)[-1]
         if base in self.exact_names:
             return "/" not in relative_name
