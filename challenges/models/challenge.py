@@ -6,6 +6,7 @@ from django.urls import reverse
 class TaskType(models.TextChoices):
     CLASSIFICATION = "classification", "Classification"
     SEGMENTATION = "segmentation", "Segmentation"
+    PROGRAM = "program", "Scored by the organizers' program"
 
 
 class Challenge(models.Model):

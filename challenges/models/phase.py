@@ -12,6 +12,7 @@ class SubmissionKind(models.TextChoices):
     PREDICTIONS = "predictions", "Prediction file"
     MODEL = "model", "Model file (TorchScript or ONNX)"
     CONTAINER = "container", "Container image"
+    CODE = "code", "Code (a zip run by the organizers' ingestion program)"
 
 
 class Direction(models.TextChoices):
@@ -88,6 +89,36 @@ class Phase(models.Model):
         help_text="Participants see their per-case results on the public part. Empty: decided "
         "by the task (on for segmentation; off for classification, where per-case correctness "
         "would reveal the hidden labels).",
+    )
+    scoring_program = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Private storage path of the organizers' scoring program (a folder with "
+        "metadata.yaml); empty: the built-in metrics score the phase.",
+    )
+    reference_data = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Private storage path of the folder the scoring program reads as reference "
+        "(ref); empty: the test labels.",
+    )
+    ingestion_program = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Code phases: private storage path of the ingestion program that runs a "
+        "participant's code on the input data.",
+    )
+    input_data = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Code phases: private storage path of the input data given to the "
+        "ingestion program.",
+    )
+    leaderboard_columns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Columns of a program-scored board: key, title, sorting (desc|asc), "
+        "precision, hidden; in board order.",
     )
     leaderboard_computed_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Start of the last leaderboard update."

@@ -21,6 +21,7 @@ from challenges.services.evaluations import (
     evaluation_hand_to_scoring,
     failure_logs,
 )
+from challenges.services.programs import CodeSubmissionInvalid, code_run
 from evaluator import InvalidSubmission
 from evaluator.sandbox import (
     DockerBackend,
@@ -28,6 +29,7 @@ from evaluator.sandbox import (
     InvalidImageTarball,
     Limits,
     NoSandbox,
+    ProgramError,
     RunSpec,
     RunStatus,
     SandboxBackend,
@@ -99,8 +101,12 @@ def evaluation_run(*, evaluation_id: int) -> None:
         logger.info("removed %d leftover(s) of %s", removed, owner)
     image_id: str | None = None
     try:
-        inputs = test_inputs_dir(phase=phase)
-        if submission.kind == SubmissionKind.MODEL:
+        if submission.kind == SubmissionKind.CODE:
+            result = code_run(
+                evaluation=evaluation, phase=phase, code_zip=Path(submission.file.path), out=out
+            )
+        elif submission.kind == SubmissionKind.MODEL:
+            inputs = test_inputs_dir(phase=phase)
             result = run_model_submission(
                 model_path=Path(submission.file.path),
                 input_dir=inputs,
@@ -113,6 +119,7 @@ def evaluation_run(*, evaluation_id: int) -> None:
         else:
             import docker
 
+            inputs = test_inputs_dir(phase=phase)
             client = docker.from_env()
             image_id = load_image_tarball(Path(submission.file.path), client)
             result = backend.run(
@@ -124,7 +131,16 @@ def evaluation_run(*, evaluation_id: int) -> None:
                     label=owner,
                 )
             )
-    except (InvalidSubmission, InvalidImageTarball) as exc:
+    except ProgramError as exc:  # the organizers' ingestion program, not the participant
+        evaluation_fail(
+            evaluation_id=evaluation_id,
+            message="The ingestion program of this phase has a problem; this does not count "
+            "against your limits. The organizers have been told.",
+            logs=str(exc),
+            platform_fault=True,
+        )
+        return
+    except (InvalidSubmission, InvalidImageTarball, CodeSubmissionInvalid) as exc:
         evaluation_fail(evaluation_id=evaluation_id, message=f"Invalid submission: {exc}")
         return
     except Exception as exc:

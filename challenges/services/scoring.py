@@ -81,6 +81,13 @@ def evaluation_score(*, evaluation_id: int) -> None:
         if evaluation.predictions
         else (getattr(submission, "original_name", "") or predictions.name)
     )
+    if phase.scoring_program:
+        from challenges.services.programs import evaluation_score_by_program
+
+        evaluation_score_by_program(
+            evaluation=evaluation, phase=phase, predictions=predictions, shown=shown
+        )
+        return
     started = time.perf_counter()
     try:
         reference = reference_for_phase(phase=phase)

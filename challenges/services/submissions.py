@@ -33,9 +33,12 @@ ALLOWED_SUFFIXES: dict[str, dict[str, tuple[str, ...]]] = {
     SubmissionKind.PREDICTIONS: {
         TaskType.CLASSIFICATION: (".csv", ".zip"),
         TaskType.SEGMENTATION: (".zip",),
+        # results read by the organizers' scoring program: a zip, or one file of its own format
+        TaskType.PROGRAM: (".zip", ".csv", ".json", ".txt", ".predict"),
     },
     SubmissionKind.MODEL: {t: (".pt", ".onnx") for t in TaskType.values},
     SubmissionKind.CONTAINER: {t: (".tar", ".tar.gz", ".tgz") for t in TaskType.values},
+    SubmissionKind.CODE: {t: (".zip",) for t in TaskType.values},
 }
 
 

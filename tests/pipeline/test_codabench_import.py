@@ -1,0 +1,250 @@
+"""Codabench version-2 bundles through the whole platform: ``import_challenge`` reads a
+results-only bundle and a code-submission bundle (the organizers' own scoring program, an
+ingestion program), a real worker runs their programs in the Docker sandbox, and the
+leaderboard ranks by the bundle's own columns. A program that fails or writes a score that is
+not a finite number fails the evaluation with that reason."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from challenges.models import Challenge, Evaluation, LeaderboardEntry, Phase, Submission
+from challenges.services.submissions import submission_create
+from tests.factories import UserFactory
+from tests.foundation.test_codabench_parse import SCORE_PY, write_files
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.worker]
+
+FINAL = ("succeeded", "failed")
+
+RESULTS_YAML = """\
+version: 2
+title: Lesion classification (results)
+description: Submit a CSV of predictions.
+terms: pages/terms.md
+pages:
+  - title: Overview
+    file: pages/overview.md
+tasks:
+  - index: 0
+    name: Accuracy
+    scoring_program: scoring_program
+    reference_data: reference_data
+solutions:
+  - index: 0
+    tasks: [0]
+    path: solution
+phases:
+  - index: 0
+    name: Development
+    start: 2024-01-15
+    max_submissions_per_day: 3
+    max_submissions: 50
+    execution_time_limit: 120
+    tasks: [0]
+leaderboards:
+  - title: Results
+    key: main
+    columns:
+      - title: Duration
+        key: duration
+        index: 1
+        sorting: asc
+        hidden: true
+      - title: Accuracy
+        key: accuracy
+        index: 0
+        sorting: desc
+        precision: 3
+"""
+
+INGEST_PY = """\
+import csv, importlib.util, os, sys
+from pathlib import Path
+data, out, code = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+spec = importlib.util.spec_from_file_location("model", code / "model.py")
+model = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(model)
+rows = list(csv.DictReader(open(data / "test.csv")))
+with open(out / "predictions.csv", "w") as fh:
+    fh.write("id,label\\n")
+    for r in rows:
+        fh.write(f"{r['id']},{model.predict(float(r['x']))}\\n")
+"""
+
+CODE_YAML = RESULTS_YAML.replace("(results)", "(code)").replace(
+    "    reference_data: reference_data\n",
+    "    reference_data: reference_data\n"
+    "    ingestion_program: ingestion_program\n"
+    "    input_data: input_data\n",
+)
+
+
+def _bundle(folder: Path, manifest: str, score_py: str = SCORE_PY) -> Path:
+    return write_files(
+        folder,
+        {
+            "competition.yaml": manifest,
+            "pages/terms.md": "Use the data for this challenge only.\n",
+            "pages/overview.md": "Find the lesions.\n",
+            "scoring_program/metadata.yaml": (
+                "command: python3 /app/program/score.py /app/input /app/output\n"
+            ),
+            "scoring_program/score.py": score_py,
+            "reference_data/truth.csv": "id,label\na,1\nb,0\nc,1\nd,0\n",
+            "solution/predictions.csv": "id,label\na,1\nb,0\nc,1\nd,0\n",
+            "ingestion_program/metadata.yaml": (
+                "command: python3 /app/program/ingest.py /app/input_data /app/output "
+                "/app/ingested_program\n"
+            ),
+            "ingestion_program/ingest.py": INGEST_PY,
+            "input_data/test.csv": "id,x\na,0.9\nb,0.1\nc,0.8\nd,0.3\n",
+        },
+    )
+
+
+def _zip(members: dict[str, str]) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return SimpleUploadedFile("submission.zip", buffer.getvalue())
+
+
+def _final(submission: Submission) -> Evaluation:
+    return wait_for(
+        lambda: Evaluation.objects.filter(submission=submission, state__in=FINAL).first(),
+        timeout=180,
+    )
+
+
+def _join(user: Any, challenge: Challenge) -> None:
+    from challenges.services.data import membership_join
+
+    membership_join(user=user, challenge=challenge, accept_terms=True)
+
+
+@pytest.fixture
+def docker_workers(start_worker: Any, evaluator_image: str, settings: Any) -> None:
+    settings.SCANBENCH_SANDBOX_BACKEND = "docker"
+    env = {"SCANBENCH_SANDBOX_BACKEND": "docker"}
+    start_worker(queues="cpu", extra_env=env)
+    start_worker(queues="gpu", extra_env=env)
+
+
+def test_results_only_bundle_scored_by_its_program_and_ranked_by_its_columns(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    organizer = UserFactory()
+    out = io.StringIO()
+    call_command(
+        "import_challenge",
+        str(_bundle(tmp_path / "b", RESULTS_YAML)),
+        "--organizer",
+        organizer.username,
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert "Created challenge 'lesion-classification-results' from a Codabench bundle" in text
+    assert "1 solution(s) submitted as baselines" in text
+    phase = Phase.objects.get(challenge__slug="lesion-classification-results")
+    assert phase.submission_kind == "predictions" and phase.primary_metric == "accuracy"
+    assert [c["key"] for c in phase.leaderboard_columns] == ["accuracy", "duration"]
+    assert phase.primary_direction == "higher" and phase.daily_limit == 3
+
+    solution = Submission.objects.get(phase=phase, is_baseline=True)
+    evaluation = _final(solution)
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+
+    participant = UserFactory()
+    challenge = phase.challenge
+    challenge.is_published = True
+    challenge.save()
+    _join(participant, challenge)
+    half_right = _zip({"predictions.csv": "id,label\na,1\nb,1\nc,0\nd,0\n"})
+    mine = submission_create(user=participant, phase=phase, file=half_right)
+    evaluation = _final(mine)
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+
+    def board() -> dict[str, float]:
+        rows = LeaderboardEntry.objects.filter(phase=phase, part="public")
+        return {r.display_name: r.score for r in rows}
+
+    wait_for(lambda: len(board()) == 2)
+    scores = board()
+    assert sorted(scores.values()) == [0.5, 1.0]
+
+
+def test_code_bundle_runs_participant_code_with_the_ingestion_program(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    organizer = UserFactory()
+    call_command(
+        "import_challenge",
+        str(_bundle(tmp_path / "b", CODE_YAML)),
+        "--organizer",
+        organizer.username,
+        stdout=io.StringIO(),
+    )
+    phase = Phase.objects.get(challenge__slug="lesion-classification-code")
+    assert phase.submission_kind == "code"
+    challenge = phase.challenge
+    challenge.is_published = True
+    challenge.save()
+    participant = UserFactory()
+    _join(participant, challenge)
+    code = _zip({"model.py": "def predict(x):\n    return 1 if x > 0.5 else 0\n"})
+    evaluation = _final(submission_create(user=participant, phase=phase, file=code))
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+    result = evaluation.results.get(part="public")
+    assert result.aggregates["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("score_py", "message"),
+    [
+        ("import sys\nsys.exit(3)\n", "the scoring program failed"),
+        (
+            "import sys, pathlib\n"
+            "pathlib.Path(sys.argv[2], 'scores.json').write_text('{\"accuracy\": Infinity}')\n",
+            "not a finite number",
+        ),
+        ("pass\n", "wrote no scores.json or scores.txt"),
+    ],
+)
+def test_a_failing_scoring_program_fails_the_evaluation_with_its_reason(
+    tmp_path: Path, docker_workers: None, score_py: str, message: str
+) -> None:
+    organizer = UserFactory()
+    call_command(
+        "import_challenge",
+        str(_bundle(tmp_path / "b", RESULTS_YAML, score_py)),
+        "--organizer",
+        organizer.username,
+        stdout=io.StringIO(),
+    )
+    solution = Submission.objects.get(is_baseline=True)
+    evaluation = _final(solution)
+    assert evaluation.state == "failed"
+    assert message in evaluation.message, evaluation.message
+    assert not evaluation.results.exists()
+    assert not LeaderboardEntry.objects.filter(submission=solution).exists()
+
+
+@pytest.mark.django_db
+def test_a_malformed_bundle_imports_nothing(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path / "b", RESULTS_YAML.replace("version: 2", "version: 1"))
+    with pytest.raises(CommandError, match="version 1 is not supported"):
+        call_command("import_challenge", str(folder), stdout=io.StringIO())
+    folder = _bundle(tmp_path / "c", RESULTS_YAML.replace("start: 2024-01-15", "start: 2024-13-45"))
+    with pytest.raises(CommandError, match="is not a date"):
+        call_command("import_challenge", str(folder), stdout=io.StringIO())
+    assert not Challenge.objects.exists()
