@@ -319,6 +319,13 @@ class LeaderboardRowSerializer(serializers.ModelSerializer[LeaderboardEntry]):
             "tier", "is_baseline", "aggregates", "n_submissions", "submitted_at",
         ]  # fmt: skip
 
+    def to_representation(self, instance: LeaderboardEntry) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        hidden = {c.get("key") for c in instance.phase.leaderboard_columns or [] if c.get("hidden")}
+        if hidden and isinstance(data.get("aggregates"), dict):
+            data["aggregates"] = {k: v for k, v in data["aggregates"].items() if k not in hidden}
+        return data
+
 
 class LeaderboardSerializer(serializers.Serializer[Any]):
     count = serializers.IntegerField()

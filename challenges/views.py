@@ -30,6 +30,7 @@ from challenges.selectors import (
     submission_rows_for_user,
 )
 from challenges.selectors_charts import leaderboard_charts
+from challenges.selectors_columns import board_columns, board_primary
 from challenges.selectors_taskcard import task_card_for_challenge
 from challenges.services.accounts import email_verification_send
 from challenges.services.leaderboards import stability_method
@@ -122,7 +123,8 @@ class LeaderboardView(TemplateView):
         return {
             **context,
             "page": page,
-            "metrics": phase.metrics,
+            "primary": board_primary(phase),
+            "columns": board_columns(phase),
             "mine": _my_entrants(self.request),
             "charts": leaderboard_charts(phase=phase, part=part, entries=rows),
             "set_level": stability_method(phase) == "paired_bootstrap",

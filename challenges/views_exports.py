@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from challenges.selectors import LeaderboardHidden, leaderboard_for_phase, phase_get_by_slugs
+from challenges.selectors_columns import board_columns
 
 
 class _Echo:
@@ -19,7 +20,8 @@ class _Echo:
 
 
 def _rows(phase: Any, entries: Any) -> Iterator[str]:
-    metrics = [m for m in phase.metrics if m != phase.primary_metric]
+    # the board's own columns: a bundle's hidden columns are not in the CSV either
+    metrics = [c.key for c in board_columns(phase)]
     writer = csv.writer(_Echo())
     yield writer.writerow(
         [

@@ -19,6 +19,14 @@ def score(value: Any) -> str:
 
 
 @register.filter
+def score_to(value: Any, precision: int) -> str:
+    """A score with ``precision`` decimals (a bundle's leaderboard column)."""
+    if value is None:
+        return "—"
+    return f"{value:.{int(precision)}f}"
+
+
+@register.filter
 def with_unit(metric: str, task: str) -> str:
     """A metric name for a column header, with its unit from the evaluator's registry
     (``hd95 (mm)``); unitless metrics and names the registry does not know stay as they are."""

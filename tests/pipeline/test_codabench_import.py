@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
 
 from challenges.models import Challenge, Evaluation, LeaderboardEntry, Phase, Submission
 from challenges.services.submissions import submission_create
@@ -181,6 +183,19 @@ def test_results_only_bundle_scored_by_its_program_and_ranked_by_its_columns(
     wait_for(lambda: len(board()) == 2)
     scores = board()
     assert sorted(scores.values()) == [0.5, 1.0]
+
+    # the page and the CSV show the bundle's columns: titles, precision 3, no hidden column
+    client = Client()
+    html = client.get(phase.get_absolute_url()).content.decode()
+    assert "Accuracy [95 % interval]" in html
+    assert "<strong>1.000</strong>" in html and "<strong>0.500</strong>" in html
+    assert "Duration" not in html
+    csv_url = reverse("challenges:leaderboard-csv", args=[challenge.slug, phase.slug])
+    csv_text = b"".join(client.get(csv_url).streaming_content).decode()  # type: ignore[attr-defined]
+    assert "duration" not in csv_text.splitlines()[0]
+    api = client.get(f"/api/challenges/{challenge.slug}/phases/{phase.slug}/leaderboard/")
+    assert api.status_code == 200, api.content
+    assert all(set(r["aggregates"]) == {"accuracy"} for r in api.json()["results"])
 
 
 def test_code_bundle_runs_participant_code_with_the_ingestion_program(
