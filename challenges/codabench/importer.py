@@ -16,8 +16,11 @@ import io
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -153,25 +156,84 @@ def _first_task(comp: Competition, phase: CPhase) -> CTask:
 
 
 def codabench_import(
-    *, path: Path, organizer: User | None = None, slug: str | None = None
+    *,
+    path: Path,
+    organizer: User | None = None,
+    slug: str | None = None,
+    on_written: Callable[[CodabenchImport], None] | None = None,
 ) -> CodabenchImport:
     """Import the Codabench bundle at ``path`` (folder or zip). Raises CodabenchError, having
-    written nothing, for a bundle that cannot be imported."""
+    written nothing, for a bundle that cannot be imported. ``on_written`` is called inside the
+    import's transaction (the upload's log and state commit with the rows)."""
     with open_codabench_bundle(path) as root:
         comp = read_competition(root)
-        return _import(comp, root, organizer=organizer, slug=slug)
+        return _import(comp, root, organizer=organizer, slug=slug, on_written=on_written)
 
 
-def _import(
-    comp: Competition, root: Path, *, organizer: User | None, slug: str | None
-) -> CodabenchImport:
-    report = list(comp.report)
-    slug = slug or slugify(comp.title)[:64] or "codabench-challenge"
+def _checked(comp: Competition) -> tuple[list[CTask], list[Column]]:
     tasks = [_first_task(comp, p) for p in comp.phases]
     board = comp.leaderboards[0] if comp.leaderboards else None
     if board is None or not board.columns:
         raise CodabenchError(f"{MANIFEST}: no leaderboard columns: nothing to rank entries by")
-    columns = sorted(board.columns, key=lambda c: c.index)
+    return tasks, sorted(board.columns, key=lambda c: c.index)
+
+
+def codabench_dry_run(path: Path, *, slug: str | None = None) -> dict[str, Any]:
+    """What importing the bundle would do, in the shape of the Scanbench importer's dry-run
+    report (``BundlePlan.report``), plus ``format`` and ``not_mapped`` (every line of the
+    mapping report). Raises CodabenchError for a bundle that cannot be imported."""
+    with open_codabench_bundle(path) as root:
+        comp = read_competition(root)
+        tasks, columns = _checked(comp)
+        digest = _digest(root)
+    first = comp.phases[0]
+    return {
+        "format": "codabench",
+        "slug": slug or slugify(comp.title)[:64] or "codabench-challenge",
+        "title": comp.title,
+        "task": TaskType.PROGRAM.value,
+        "classes": [],
+        "published": None,
+        "dataset": "main",
+        "cases": {},
+        "summary": {},
+        "starting_kit": first.starting_kit is not None or first.public_data is not None,
+        "phases": [
+            {
+                "slug": phase_slug,
+                "title": p.name,
+                "submission_kind": "code" if t.ingestion_program else "predictions",
+                "metrics": [c.key for c in columns],
+                "primary_metric": columns[0].key,
+                "opens_at": _utc(p.start),
+                "closes_at": _utc(p.end),
+                "daily_limit": p.max_submissions_per_day,
+                "total_limit": p.max_submissions,
+            }
+            for p, phase_slug, t in zip(comp.phases, _unique_slugs(comp.phases), tasks, strict=True)
+        ],
+        "solutions": len(comp.solutions),
+        "digest": digest,
+        "not_mapped": list(comp.report),
+        "problems": [],
+    }
+
+
+def _utc(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _import(
+    comp: Competition,
+    root: Path,
+    *,
+    organizer: User | None,
+    slug: str | None,
+    on_written: Callable[[CodabenchImport], None] | None = None,
+) -> CodabenchImport:
+    report = list(comp.report)
+    slug = slug or slugify(comp.title)[:64] or "codabench-challenge"
+    tasks, columns = _checked(comp)
     digest = _digest(root)
     private = Path(settings.SCANBENCH_PRIVATE_ROOT) / "challenges" / slug / "codabench" / digest
     media_rel = f"challenges/{slug}/main/{digest}"
@@ -224,6 +286,8 @@ def _import(
         )
         with transaction.atomic():
             result = _write(comp, slug, tasks, stored, columns, kit_rel, organizer, report)
+            if on_written is not None:
+                on_written(result)
     except BaseException:
         for folder in made:
             shutil.rmtree(folder, ignore_errors=True)

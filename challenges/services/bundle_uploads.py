@@ -30,6 +30,13 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from challenges.codabench import CodabenchError
+from challenges.codabench.importer import (
+    CodabenchImport,
+    codabench_dry_run,
+    codabench_import,
+    is_codabench_bundle,
+)
 from challenges.models import BundleUpload, BundleUploadState, Challenge
 from challenges.selectors import user_is_organizer
 from challenges.services.bundles import BundleError, ImportReport, bundle_checked
@@ -164,6 +171,14 @@ def bundle_upload_check(
     report: dict[str, Any] = {}
     if not zipfile.is_zipfile(path):
         problems = [f"{upload.original_name}: not a zip archive (zip the bundle's folder)"]
+    elif is_codabench_bundle(path):
+        try:
+            report = codabench_dry_run(path, slug=challenge.slug if challenge else None)
+        except CodabenchError as exc:
+            problems = [str(exc).replace(path.name, upload.original_name)]
+        except Exception as exc:  # a reader's fault on odd bytes: refuse, never a server error
+            logger.exception("bundle upload %s: the dry run failed", sha)
+            problems = [f"{upload.original_name}: the bundle could not be read ({exc})"]
     else:
         try:
             with bundle_checked(path) as plan:
@@ -293,16 +308,45 @@ def bundle_upload_import(*, upload_id: int) -> None:
             progress={"stage": "done", "done": 1, "total": 1},
         )
 
+    def written_codabench(imported: CodabenchImport) -> None:
+        verb = "Created" if imported.created else "Updated"
+        _log(
+            imported.challenge,
+            user,
+            "import",
+            f"{verb} the challenge from Codabench bundle {upload.original_name}",
+            upload_id=upload.pk,
+            sha256=upload.sha256,
+            phases=imported.phases,
+            not_mapped=imported.report,
+        )
+        BundleUpload.objects.filter(pk=upload.pk).update(
+            state=BundleUploadState.IMPORTED,
+            challenge=imported.challenge,
+            finished_at=timezone.now(),
+            message=str(imported)[:5000],
+            progress={"stage": "done", "done": 1, "total": 1},
+        )
+
+    path = _private_root() / upload.path
     try:
         why = _permission_problem(user=user, slug=upload.slug, challenge=None)
         if why:
             raise BundleError(why)
-        challenge_import_bundle(
-            path=_private_root() / upload.path,
-            organizer=user,
-            progress=_progress_writer(upload.pk),
-            on_written=written,
-        )
+        if (upload.report or {}).get("format") == "codabench":
+            try:
+                codabench_import(
+                    path=path, organizer=user, slug=upload.slug, on_written=written_codabench
+                )
+            except CodabenchError as exc:
+                raise BundleError(str(exc)) from exc
+        else:
+            challenge_import_bundle(
+                path=path,
+                organizer=user,
+                progress=_progress_writer(upload.pk),
+                on_written=written,
+            )
     except Exception as exc:
         if not isinstance(exc, BundleError):
             logger.exception("bundle upload %s: the import failed", upload_id)

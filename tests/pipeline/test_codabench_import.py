@@ -16,6 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from challenges.models import Challenge, Evaluation, LeaderboardEntry, Phase, Submission
 from challenges.services.submissions import submission_create
@@ -262,4 +263,78 @@ def test_a_malformed_bundle_imports_nothing(tmp_path: Path) -> None:
     folder = _bundle(tmp_path / "c", RESULTS_YAML.replace("start: 2024-01-15", "start: 2024-13-45"))
     with pytest.raises(CommandError, match="is not a date"):
         call_command("import_challenge", str(folder), stdout=io.StringIO())
+    assert not Challenge.objects.exists()
+
+
+def test_api_upload_reports_the_mapping_then_imports_and_scores_the_solution(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    from rest_framework.authtoken.models import Token
+
+    from challenges.models import OrganizerAction
+    from tests.foundation.test_bundle_checks import creator
+
+    user = creator()
+    token, _ = Token.objects.get_or_create(user=user)
+    api = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    folder = _bundle(
+        tmp_path / "b", RESULTS_YAML.replace("title: Lesion", "title: Uploaded lesion")
+    )
+    archive = tmp_path / "codabench.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"bundle/{p.relative_to(folder).as_posix()}")  # one wrapper folder
+    with archive.open("rb") as fh:
+        response = api.post("/api/bundles/", {"file": fh})
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    report = body["report"]
+    assert body["state"] == "checked" and report["format"] == "codabench"
+    assert report["slug"] == "uploaded-lesion-classification-results"
+    assert report["phases"][0]["primary_metric"] == "accuracy" and report["solutions"] == 1
+    assert not Challenge.objects.filter(slug=report["slug"]).exists()  # a dry run writes nothing
+    browser = Client()
+    browser.force_login(user)
+    html = browser.get(f"/organize/uploads/{body['id']}/").content.decode()
+    assert "From a Codabench bundle" in html
+    for line in report["not_mapped"]:
+        assert escape(line) in html
+
+    assert api.post(f"/api/bundles/{body['id']}/confirm/").status_code == 202
+    final = wait_for(
+        lambda: (r := api.get(f"/api/bundles/{body['id']}/").json())["state"] != "importing" and r,
+        timeout=120,
+    )
+    assert final["state"] == "imported", final  # type: ignore[index]
+    challenge = Challenge.objects.get(slug=report["slug"])
+    assert list(challenge.organizers.all()) == [user]
+    assert OrganizerAction.objects.get(challenge=challenge).action == "import"
+    solution = Submission.objects.get(phase__challenge=challenge, is_baseline=True)
+    evaluation = _final(solution)
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+    assert evaluation.results.get().aggregates["accuracy"] == 1.0
+
+
+@pytest.mark.django_db
+def test_api_refuses_a_malformed_codabench_bundle_with_its_reason(tmp_path: Path) -> None:
+    from rest_framework.authtoken.models import Token
+
+    from tests.foundation.test_bundle_checks import creator
+
+    user = creator()
+    token, _ = Token.objects.get_or_create(user=user)
+    api = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    folder = _bundle(tmp_path / "b", RESULTS_YAML.replace("end: ", "x: ").replace(
+        "start: 2024-01-15", "start: 2024-13-45"))  # fmt: skip
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    with archive.open("rb") as fh:
+        response = api.post("/api/bundles/", {"file": fh})
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "bundle_invalid"
+    assert any("is not a date" in p for p in response.json()["problems"])
     assert not Challenge.objects.exists()
