@@ -26,6 +26,7 @@ from django.db.models import Count
 
 from challenges.models import Case, Challenge, Dataset, Phase, TaskType
 from challenges.selectors import challenge_class_balance
+from challenges.selectors_columns import BoardColumn, board_columns, board_primary
 from evaluator.metrics.classification import BINARY_METRIC_NAMES, binary_metrics
 from evaluator.metrics.registry import metric_info
 
@@ -69,6 +70,8 @@ class PhaseCard:
     #: segmentation: the phase's metrics (primary first) for an empty mask over the test split
     empty_mask: list[EmptyMaskScore] = field(default_factory=list)
     empty_mask_cases: int = 0
+    #: a phase scored by the organizers' program: its board's columns, the ranking one first
+    program_columns: list[BoardColumn] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -270,9 +273,18 @@ def _segmentation_phase_card(phase: Phase) -> PhaseCard:
     )
 
 
+def _program_card(phase: Phase) -> PhaseCard:
+    """A phase scored by the organizers' program: its columns, not the registry's metrics
+    (a column named like a built-in metric is whatever the program computes)."""
+    primary = board_primary(phase)
+    return PhaseCard(phase=phase, metrics=[], program_columns=[primary, *board_columns(phase)])
+
+
 def task_card_for_challenge(*, challenge: Challenge) -> TaskCard:
     """The task card of a published challenge, made for its task type."""
     phases = list(challenge.phases.select_related("challenge", "dataset"))
+    if challenge.task_type == TaskType.PROGRAM:
+        return TaskCard(task_type=challenge.task_type, phases=[_program_card(p) for p in phases])
     if challenge.task_type == TaskType.SEGMENTATION:
         measured, foreground, columns = _segmentation_measured(
             challenge, list(challenge.datasets.order_by("slug"))
@@ -284,7 +296,10 @@ def task_card_for_challenge(*, challenge: Challenge) -> TaskCard:
             measured=measured,
             foreground=foreground,
             foreground_splits=columns,
-            phases=[_segmentation_phase_card(p) for p in phases],
+            phases=[
+                _program_card(p) if p.scoring_program else _segmentation_phase_card(p)
+                for p in phases
+            ],
         )
     balance = challenge_class_balance(challenge=challenge)
     counts = _test_counts(balance)
@@ -292,7 +307,9 @@ def task_card_for_challenge(*, challenge: Challenge) -> TaskCard:
         task_type=challenge.task_type,
         balance=balance,
         phases=[
-            PhaseCard(
+            _program_card(p)
+            if p.scoring_program
+            else PhaseCard(
                 phase=p,
                 metrics=phase_metric_rows(phase=p),
                 trivial=trivial_score(phase=p, class_counts=counts),

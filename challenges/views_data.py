@@ -36,7 +36,13 @@ class DataView(View):
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:
         access = challenge_data_for_user(user=request.user, slug=slug)
         return render(
-            request, "challenges/data.html", {"access": access, "challenge": access.challenge}
+            request,
+            "challenges/data.html",
+            {
+                "access": access,
+                "challenge": access.challenge,
+                "code_phase": access.challenge.phases.filter(submission_kind="code").exists(),
+            },
         )
 
 

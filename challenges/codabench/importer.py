@@ -139,7 +139,7 @@ def _unique_slugs(phases: list[CPhase]) -> list[str]:
 def _summary(comp: Competition) -> str:
     parts = [comp.description.strip() or comp.title]
     for page in comp.pages:
-        parts.append(f"## {page.title}\n\n{page.markdown.strip()}")
+        parts.append(f"{page.title}\n\n{page.markdown.strip()}")
     return "\n\n".join(parts)
 
 

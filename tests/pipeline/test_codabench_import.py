@@ -188,9 +188,14 @@ def test_results_only_bundle_scored_by_its_program_and_ranked_by_its_columns(
     # the page and the CSV show the bundle's columns: titles, precision 3, no hidden column
     client = Client()
     html = client.get(phase.get_absolute_url()).content.decode()
-    assert "Accuracy [95 % interval]" in html
+    assert ">Accuracy</th>" in html and "95 % interval" not in html
     assert "<strong>1.000</strong>" in html and "<strong>0.500</strong>" in html
     assert "Duration" not in html
+    # no live/final parts, intervals, tiers or worst-filled cases: the program scores it all
+    assert 'id="program-scored"' in html and "worst-filled" not in html and "<th>tier" not in html
+    overview = client.get(challenge.get_absolute_url()).content.decode()
+    assert 'class="scored-by-program"' in overview
+    assert "NSD tolerance" not in overview and "of the test cases" not in overview
     csv_url = reverse("challenges:leaderboard-csv", args=[challenge.slug, phase.slug])
     csv_text = b"".join(client.get(csv_url).streaming_content).decode()  # type: ignore[attr-defined]
     assert "duration" not in csv_text.splitlines()[0]
