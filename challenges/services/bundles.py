@@ -522,20 +522,35 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
             "total_limit", "metrics", "primary_metric", "direction", "ranking",
             "entry_selection", "ladder", "threshold", "nsd_tolerance_mm", "time_limit_s",
             "memory_limit_mb", "gpus", "input_spec", "show_case_results", "private_release",
+            "scoring_program", "reference_data", "columns",
         }
     )  # fmt: skip
     known = KNOWN_METRICS[task]
+    program = p.get("scoring_program", "")
     metrics = p.get("metrics", kind=list)
-    for i, m in enumerate(metrics):
-        if m not in known:
-            raise BundleError(
-                f"{MANIFEST}: {p.where}.metrics[{i}]: unknown {task} metric {m!r} "
-                f"(known: {', '.join(sorted(known))})"
-            )
+    columns: list[dict[str, Any]] = []
+    if program:
+        # the keys of the program's scores.json: not the registry's metrics
+        if not metrics or not all(isinstance(m, str) and 0 < len(m) <= 64 for m in metrics):
+            raise p._fail("metrics", "with a scoring_program: the keys of its scores, 1-64 chars")
+        columns = _columns(p, metrics)
+    else:
+        for i, m in enumerate(metrics):
+            if m not in known:
+                raise BundleError(
+                    f"{MANIFEST}: {p.where}.metrics[{i}]: unknown {task} metric {m!r} "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+        if p.data.get("columns") is not None or p.data.get("reference_data") is not None:
+            raise p._fail("columns", "columns and reference_data go with a scoring_program")
     primary = p.get("primary_metric", metrics[0] if metrics else ...)
     if primary not in metrics:
         raise p._fail("primary_metric", f"{primary!r} is not among the phase's metrics")
-    default_direction = Direction.HIGHER if known[primary].higher_is_better else Direction.LOWER
+    if program:
+        sorting = next((c["sorting"] for c in columns if c["key"] == primary), "desc")
+        default_direction = Direction.HIGHER if sorting == "desc" else Direction.LOWER
+    else:
+        default_direction = Direction.HIGHER if known[primary].higher_is_better else Direction.LOWER
     opens = p.when("opens", None) or timezone.now()
     closes = p.when("closes", None)
     if closes is not None and closes <= opens:
@@ -569,7 +584,86 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
         "input_spec": p.get("input_spec", {}, kind=dict),
         "show_case_results": p.get("show_case_results", None, kind=bool),
         "private_release": p.choice("private_release", PrivateRelease, PrivateRelease.ON_CLOSE),
+        "leaderboard_columns": columns,
+        # paths inside the bundle, checked and stored by the plan (not Phase fields)
+        PROGRAM_KEY: {"scoring_program": program, "reference_data": p.get("reference_data", "")}
+        if program
+        else None,
     }
+
+
+PROGRAM_KEY = "_program"
+
+
+def _columns(p: _Fields, metrics: list[str]) -> list[dict[str, Any]]:
+    """A program-scored phase's board columns: ``columns`` as given (key, title, sorting
+    desc|asc, precision, hidden), else one per metric; every metric has one."""
+    raw = p.get("columns", None, kind=list)
+    if raw is None:
+        return [{"key": m, "title": m, "sorting": "desc", "precision": 4, "hidden": False}
+                for m in metrics]  # fmt: skip
+    out = []
+    for i, c in enumerate(raw):
+        cf = _Fields(c, f"{p.where}.columns[{i}]")
+        cf.unknown_keys({"key", "title", "sorting", "precision", "hidden"})
+        key = str(cf.get("key"))
+        sorting = cf.get("sorting", "desc")
+        if sorting not in ("desc", "asc"):
+            raise cf._fail("sorting", "desc (larger is better) or asc (smaller is better)")
+        precision = cf.get("precision", 4, kind=int)
+        if not 0 <= precision <= 12:
+            raise cf._fail("precision", "decimals between 0 and 12")
+        hidden = cf.get("hidden", False, kind=bool)
+        title = str(cf.get("title", key))
+        out.append(
+            {"key": key, "title": title, "sorting": sorting, "precision": precision,
+             "hidden": hidden}
+        )  # fmt: skip
+    if missing := [m for m in metrics if m not in {c["key"] for c in out}]:
+        raise p._fail("columns", f"no column for metric(s) {', '.join(missing)}")
+    return out
+
+
+def _bundle_folder(root: Path, rel: str, where: str) -> Path:
+    """A folder named by the manifest: inside the bundle, and no link anywhere in it."""
+    src = root / rel
+    if src.is_symlink() or not src.is_dir() or not src.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{MANIFEST}: {where}: {rel!r} is not a folder inside the bundle")
+    for q in src.rglob("*"):
+        if q.is_symlink():
+            raise BundleError(f"{MANIFEST}: {where}: {q.relative_to(root)} is a link")
+    return src
+
+
+def _plan_programs(
+    root: Path, phases: dict[str, dict[str, Any]], problems: _Problems
+) -> dict[str, dict[str, Path | None]]:
+    """Check the scoring program (its metadata and command) and reference folder of every
+    program-scored phase; take the paths out of the phase values."""
+    from evaluator.sandbox import ProgramError, program_read
+
+    out: dict[str, dict[str, Path | None]] = {}
+    for slug, values in phases.items():
+        given = values.pop(PROGRAM_KEY, None)
+        if not given:
+            continue
+        where = f"phase '{slug}'"
+        try:
+            program = _bundle_folder(root, given["scoring_program"], f"{where}.scoring_program")
+            program_read(program)
+            reference = (
+                _bundle_folder(root, given["reference_data"], f"{where}.reference_data")
+                if given["reference_data"]
+                else None
+            )
+        except ProgramError as exc:
+            problems.add(f"{MANIFEST}: {where}.scoring_program: {exc}")
+            continue
+        except BundleError as exc:
+            problems.add(str(exc))
+            continue
+        out[slug] = {"scoring_program": program, "reference_data": reference}
+    return out
 
 
 def _bundle_digest(root: Path) -> str:
@@ -716,6 +810,8 @@ class BundlePlan:
     digest: str
     kit: Path | None
     summary: dict[str, Any]
+    #: program-scored phases: their scoring program and reference folders in the bundle
+    programs: dict[str, dict[str, Path | None]] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """What the import would do, as JSON (the dry run's report; no file path in it)."""
@@ -744,6 +840,7 @@ class BundlePlan:
                     "closes_at": _utc(p["closes_at"]),
                     "daily_limit": p["daily_limit"],
                     "total_limit": p["total_limit"],
+                    "scoring_program": slug in self.programs,
                 }
                 for slug, p in self.phases.items()
             ],
@@ -818,6 +915,7 @@ def _plan(root: Path, progress: Progress | None) -> BundlePlan:
         kit = _starting_kit(root, top, ds)
     except BundleError as exc:
         problems.add(str(exc))
+    programs = _plan_programs(root, phases, problems)
     specs = _read_cases(root, ds, task, classes, problems)
     table = _attach_files(root, ds, task, specs, problems)
     if task == TaskType.SEGMENTATION:
@@ -840,6 +938,7 @@ def _plan(root: Path, progress: Progress | None) -> BundlePlan:
         digest=_bundle_digest(root)[:16],
         kit=kit,
         summary=summary,
+        programs=programs,
     )
 
 
@@ -914,6 +1013,28 @@ class _Stored:
     table: str = ""
     kit: str = ""
     files: dict[str, tuple[str, str]] = field(default_factory=dict)  # case -> (input, label)
+    programs: dict[str, dict[str, str]] = field(default_factory=dict)  # phase -> Phase fields
+
+
+def _store_test_reference(plan: BundlePlan, root: Path, rel: str) -> str:
+    """The default reference of a scoring program: the test split's labels, as
+    ``labels.csv`` (``case_id,label``; classification) or ``<case_id><suffix>`` masks
+    (segmentation), in a private folder."""
+    folder = root / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    test = [s for s in plan.specs if s.split == CaseSplit.TEST]
+    if plan.challenge_values["task_type"] == TaskType.CLASSIFICATION:
+        rows = "".join(f"{s.case_id},{s.label}\n" for s in test)
+        (folder / "labels.csv").write_text("case_id,label\n" + rows, encoding="utf-8")
+    else:
+        for s in test:
+            if s.label_src is not None:
+                suffix = next(
+                    (x for x in MASK_SUFFIXES if s.label_src.name.lower().endswith(x)),
+                    s.label_src.suffix,
+                )
+                _store(s.label_src, root=root, rel=f"{rel}/{s.case_id}{suffix}")
+    return rel
 
 
 def _copy_files(plan: BundlePlan, progress: Progress | None) -> _Stored:
@@ -925,6 +1046,17 @@ def _copy_files(plan: BundlePlan, progress: Progress | None) -> _Stored:
         stored.table = _store(plan.table, root=media, rel=f"{base}/inputs/{plan.table.name}")
     if plan.kit is not None:
         stored.kit = _store_tree(plan.kit, root=media, rel=f"{base}/kit")
+    for phase_slug, given in plan.programs.items():
+        rel = f"{base}/programs/{phase_slug}"
+        program = given["scoring_program"]
+        assert program is not None
+        fields = {"scoring_program": _store_tree(program, root=private, rel=f"{rel}/program")}
+        reference = given["reference_data"]
+        if reference is not None:
+            fields["reference_data"] = _store_tree(reference, root=private, rel=f"{rel}/reference")
+        else:
+            fields["reference_data"] = _store_test_reference(plan, private, f"{rel}/reference")
+        stored.programs[phase_slug] = fields
     total = len(plan.specs)
     for done, s in enumerate(plan.specs):
         if progress is not None and done % 20 == 0:
@@ -1044,8 +1176,11 @@ def _write(
         batch_size=2000,
     )
     for phase_slug, values in plan.phases.items():
+        programs = stored.programs.get(phase_slug, {"scoring_program": "", "reference_data": ""})
         Phase.objects.update_or_create(
-            challenge=challenge, slug=phase_slug, defaults={"dataset": dataset, **values}
+            challenge=challenge,
+            slug=phase_slug,
+            defaults={"dataset": dataset, **values, **programs},
         )
     counts: dict[str, int] = {}
     for s in specs:

@@ -343,3 +343,99 @@ def test_api_refuses_a_malformed_codabench_bundle_with_its_reason(tmp_path: Path
     assert response.json()["code"] == "bundle_invalid"
     assert any("is not a date" in p for p in response.json()["problems"])
     assert not Challenge.objects.exists()
+
+
+# --- Scanbench's own format with a scoring program --------------------------------------------
+
+OWN_SCORE_PY = """\
+import csv, json, sys
+from pathlib import Path
+inp, out = Path(sys.argv[1]), Path(sys.argv[2])
+truth = {r["case_id"]: int(r["label"]) for r in csv.DictReader(open(inp / "ref" / "labels.csv"))}
+res = next((inp / "res").glob("*.csv"))
+pred = {r["case_id"]: float(r["score"]) >= 0.5 for r in csv.DictReader(open(res))}
+hits = sum(int(pred.get(c, False)) == y for c, y in truth.items())
+(out / "scores.json").write_text(json.dumps({"hit_rate": hits / len(truth), "n": len(truth)}))
+"""
+
+PROGRAM_PHASE = """
+  - slug: own-program
+    title: Scored by our own program
+    opens: 2026-01-01T00:00:00Z
+    scoring_program: scoring
+    metrics: [hit_rate, n]
+    columns:
+      - {key: hit_rate, title: Hit rate, precision: 2}
+      - {key: n, title: Cases, sorting: asc, precision: 0, hidden: true}
+    time_limit_s: 120
+"""
+
+
+def _own_bundle(folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "examples/bundles/synthetic-lesions", folder
+    )
+    manifest = folder / "challenge.yaml"
+    manifest.write_text(manifest.read_text() + PROGRAM_PHASE)
+    write_files(
+        folder,
+        {
+            "scoring/metadata.yaml": "command: python3 $program/score.py $input $output\n",
+            "scoring/score.py": OWN_SCORE_PY,
+        },
+    )
+    return folder
+
+
+def test_own_bundle_phase_scored_by_a_program_with_the_test_labels_as_reference(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    import csv
+
+    call_command("import_challenge", str(_own_bundle(tmp_path / "b")), stdout=io.StringIO())
+    phase = Phase.objects.get(challenge__slug="synthetic-lesions", slug="own-program")
+    assert phase.scoring_program and phase.reference_data
+    assert phase.primary_metric == "hit_rate" and phase.primary_direction == "higher"
+    assert Phase.objects.get(challenge__slug="synthetic-lesions", slug="open").scoring_program == ""
+    challenge = phase.challenge
+    challenge.is_published = True
+    challenge.save()
+    participant = UserFactory()
+    _join(participant, challenge)
+    labels = {}
+    with (tmp_path / "b" / "cases.csv").open() as fh:
+        for r in csv.DictReader(fh):
+            if r["split"] == "test":
+                labels[r["case_id"]] = int(r["label"])
+    # a submission right on two thirds of the cases
+    rows = [f"{c},{0.9 if (y == 1) == (i % 3 != 0) else 0.1}" for i, (c, y) in
+            enumerate(sorted(labels.items()))]  # fmt: skip
+    body = ("case_id,score\n" + "\n".join(rows) + "\n").encode()
+    mine = submission_create(
+        user=participant, phase=phase, file=SimpleUploadedFile("mine.csv", body)
+    )
+    evaluation = _final(mine)
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+    right = sum((i % 3 != 0) for i in range(len(labels)))
+    aggregates = evaluation.results.get().aggregates
+    assert aggregates["hit_rate"] == pytest.approx(right / len(labels))
+    assert aggregates["n"] == len(labels)
+
+
+@pytest.mark.django_db
+def test_own_bundle_program_problems_are_reported_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    folder = _own_bundle(tmp_path / "b")
+    (folder / "scoring" / "metadata.yaml").write_text("cmd: python3 score.py\n")
+    with pytest.raises(CommandError, match=r"own-program'.scoring_program: .*no 'command'"):
+        call_command("import_challenge", str(folder), stdout=io.StringIO())
+    manifest = folder / "challenge.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("scoring_program: scoring", "scoring_program: ../x")
+    )
+    with pytest.raises(CommandError, match="is not a folder inside the bundle"):
+        call_command("import_challenge", str(folder), stdout=io.StringIO())
+    assert not Challenge.objects.exists()
