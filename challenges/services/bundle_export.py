@@ -33,6 +33,7 @@ from challenges.models import Case, CaseSplit, Challenge, Dataset, Phase, TaskTy
 from challenges.services.bundles import MANIFEST, MASK_SUFFIXES
 
 CASES_FILE = "cases.csv"
+PROGRAMS_FOLDER = "programs"
 INPUTS_FOLDER = "inputs"
 LABELS_FOLDER = "labels"
 KIT_FOLDER = "starting-kit"
@@ -104,6 +105,10 @@ def _phase_manifest(phase: Phase) -> dict[str, Any]:
     if phase.show_case_results is not None:
         values["show_case_results"] = phase.show_case_results
     values["private_release"] = phase.private_release
+    if phase.scoring_program:
+        values["scoring_program"] = f"{PROGRAMS_FOLDER}/{phase.slug}/program"
+        values["reference_data"] = f"{PROGRAMS_FOLDER}/{phase.slug}/reference"
+        values["columns"] = [dict(c) for c in phase.leaderboard_columns or []]
     return values
 
 
@@ -198,9 +203,31 @@ def _copy_table(src: Path, dest: Path, *, drop_label: bool) -> None:
                 writer.writerow([row[c] for c in kept])
 
 
+def _write_programs(challenge: Challenge, dest: Path, *, include_test_labels: bool) -> None:
+    """Each program-scored phase's scoring program and reference folder, under
+    ``programs/<phase>/``; the reference is hidden data: left out without test labels."""
+    private = Path(settings.SCANBENCH_PRIVATE_ROOT)
+    for phase in Phase.objects.filter(challenge=challenge).exclude(scoring_program=""):
+        folder = dest / PROGRAMS_FOLDER / phase.slug
+        for rel, name in ((phase.scoring_program, "program"), (phase.reference_data, "reference")):
+            src = private / rel
+            if not src.is_dir():
+                raise BundleExportError(f"phase '{phase.slug}': stored {name} {rel} is missing")
+            if name == "reference" and not include_test_labels:
+                (folder / name).mkdir(parents=True)
+                continue
+            shutil.copytree(src, folder / name, symlinks=True)
+
+
 def _write_bundle(challenge: Challenge, dest: Path, *, include_test_labels: bool) -> None:
     media = Path(settings.MEDIA_ROOT)
     private = Path(settings.SCANBENCH_PRIVATE_ROOT)
+    if challenge.task_type == TaskType.PROGRAM:
+        raise BundleExportError(
+            f"{challenge.slug}: imported from a Codabench bundle, it has no cases to write in "
+            "this format; export it from its original bundle"
+        )
+    _write_programs(challenge, dest, include_test_labels=include_test_labels)
     dataset = _dataset(challenge)
     classification = challenge.task_type == TaskType.CLASSIFICATION
     cases = list(Case.objects.filter(dataset=dataset).order_by("case_id"))

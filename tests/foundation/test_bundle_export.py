@@ -76,7 +76,11 @@ def _state(slug: str) -> dict[str, Any]:
         for c in Case.objects.filter(dataset=dataset).order_by("case_id")
     ]
     phases = {
-        p.slug: _fields(p, {"id", "challenge", "dataset"})
+        p.slug: {
+            **_fields(p, {"id", "challenge", "dataset", "scoring_program", "reference_data"}),
+            "scoring_program": _tree(private / p.scoring_program) if p.scoring_program else {},
+            "reference_data": _tree(private / p.reference_data) if p.reference_data else {},
+        }
         for p in Phase.objects.filter(challenge=challenge)
     }
     return {
@@ -121,6 +125,23 @@ def _every_phase_field(bundle: Path) -> None:
             "show_case_results": False,
         }
     )
+    # a phase scored by the organizers' own program (reference: the test labels by default)
+    data["phases"].append(
+        {
+            "slug": "program",
+            "title": "Scored by a program",
+            "opens": "2026-05-01T00:00:00Z",
+            "scoring_program": "scorer",
+            "metrics": ["quality", "seconds"],
+            "columns": [
+                {"key": "quality", "title": "Quality", "sorting": "desc", "precision": 2},
+                {"key": "seconds", "title": "Run time", "sorting": "asc", "hidden": True},
+            ],
+        }
+    )
+    (bundle / "scorer").mkdir()
+    (bundle / "scorer" / "metadata.yaml").write_text("command: python3 $program/s.py\n")
+    (bundle / "scorer" / "s.py").write_text("print('scores')\n")
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
@@ -187,7 +208,7 @@ def test_an_exported_bundle_imports_back_into_the_same_challenge(tmp_path, kind)
     assert after["dataset"] == before["dataset"]
     assert after["cases"] == before["cases"]
     assert after["phases"] == before["phases"]
-    assert len(before["phases"]) == 2 and len(before["cases"]) >= 12
+    assert len(before["phases"]) == 3 and len(before["cases"]) >= 12
 
 
 @pytest.mark.django_db
@@ -217,11 +238,11 @@ def test_the_manifest_lists_the_documented_keys_in_order(tmp_path):
     assert list(data["dataset"]) == [
         "slug", "description", "cases", "inputs", "public_fraction", "seed",
     ]  # fmt: skip
-    assert [p["slug"] for p in data["phases"]] == ["open", "final"]
+    assert [p["slug"] for p in data["phases"]] == ["open", "final", "program"]
     assert data["phases"][1]["opens"] == "2026-03-01T12:30:00Z"
     assert data["phases"][1]["closes"] == "2026-04-01T00:00:00Z"
     assert sorted(p.name for p in out.iterdir()) == [
-        "cases.csv", "challenge.yaml", "features.csv", "starting-kit",
+        "cases.csv", "challenge.yaml", "features.csv", "programs", "starting-kit",
     ]  # fmt: skip
 
 
@@ -292,6 +313,10 @@ def test_without_test_labels_no_test_mask_is_written(tmp_path):
         if p.is_file() and p.name.split(".")[0] in test_ids
     } == {"inputs"}
     assert test_ids <= named
+    # the program-scored phase's reference (the test masks by default) is left out too
+    reference = unpacked / "programs" / "program" / "reference"
+    assert not reference.exists() or not any(reference.rglob("*"))
+    assert (unpacked / "programs" / "program" / "program" / "metadata.yaml").is_file()
     _forget(slug)
     with pytest.raises(CommandError, match=r"no label mask in labels/"):
         _import(out)
