@@ -439,3 +439,67 @@ def test_own_bundle_program_problems_are_reported_before_anything_is_written(
     with pytest.raises(CommandError, match="is not a folder inside the bundle"):
         call_command("import_challenge", str(folder), stdout=io.StringIO())
     assert not Challenge.objects.exists()
+
+
+def test_codabench_export_form_with_dataset_keys_is_imported_and_scored(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    """A bundle as Codabench's own dump writes it: task files as <kind>-<pk>.zip at the top,
+    a solution and public data named by dataset keys (not in the bundle: left out, reported)."""
+    import yaml
+
+    from tests.foundation.test_codabench_parse import exported_manifest, zip_members
+
+    root = tmp_path / "exported"
+    write_files(root, {"terms.md": "T\n", "overview-7.md": "O\n"})
+    manifest = exported_manifest()
+    manifest["phases"][0]["start"] = "2024-02-01"
+    manifest["phases"][0]["end"] = None
+    manifest["leaderboards"][0]["columns"][0]["key"] = "accuracy"
+    (root / "competition.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    zip_members(
+        root / "scoring_program-12.zip",
+        {"metadata.yaml": "command: python3 /app/program/score.py /app/input /app/output\n",
+         "score.py": SCORE_PY},
+    )  # fmt: skip
+    zip_members(root / "reference_data-12.zip", {"truth.csv": "id,label\na,1\nb,0\n"})
+    archive = tmp_path / "dump.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(root).as_posix())
+    out = io.StringIO()
+    call_command("import_challenge", str(archive), "--slug", "dumped", stdout=out)
+    assert "left out" in out.getvalue()  # the key-named solution and public data
+    phase = Phase.objects.get(challenge__slug="dumped")
+    challenge = phase.challenge
+    challenge.is_published = True
+    challenge.save()
+    participant = UserFactory()
+    _join(participant, challenge)
+    mine = submission_create(
+        user=participant,
+        phase=phase,
+        file=SimpleUploadedFile("predictions.csv", b"id,label\na,1\nb,1\n"),
+    )
+    evaluation = _final(mine)
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+    assert evaluation.results.get().aggregates["accuracy"] == 0.5
+
+
+def test_a_scoring_program_past_its_time_limit_is_stopped(
+    tmp_path: Path, docker_workers: None
+) -> None:
+    manifest = RESULTS_YAML.replace("execution_time_limit: 120", "execution_time_limit: 3")
+    organizer = UserFactory()
+    call_command(
+        "import_challenge",
+        str(_bundle(tmp_path / "b", manifest, "import time\ntime.sleep(60)\n")),
+        "--organizer",
+        organizer.username,
+        stdout=io.StringIO(),
+    )
+    evaluation = _final(Submission.objects.get(is_baseline=True))
+    assert evaluation.state == "failed"
+    assert "time_limit" in evaluation.message, evaluation.message
+    assert not evaluation.results.exists()
