@@ -503,3 +503,14 @@ def test_a_scoring_program_past_its_time_limit_is_stopped(
     assert evaluation.state == "failed"
     assert "time_limit" in evaluation.message, evaluation.message
     assert not evaluation.results.exists()
+
+
+def test_the_shipped_example_bundle_imports_and_its_solution_scores(docker_workers: None) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "codabench" / "lesion-accuracy"
+    organizer = UserFactory()
+    call_command(
+        "import_challenge", str(example), "--organizer", organizer.username, stdout=io.StringIO()
+    )
+    evaluation = _final(Submission.objects.get(is_baseline=True))
+    assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
+    assert evaluation.results.get().aggregates == {"accuracy": 0.875, "n_cases": 8}
