@@ -288,45 +288,32 @@ def bundle_upload_import(*, upload_id: int) -> None:
         return
     user = upload.uploaded_by
 
-    def written(report: ImportReport) -> None:
+    def mark(report: ImportReport | CodabenchImport, what: str, **details: Any) -> None:
+        """The upload's log entry and final state, inside the import's transaction."""
         verb = "Created" if report.created else "Updated"
         _log(
             report.challenge,
             user,
             "import",
-            f"{verb} the challenge from bundle {upload.original_name}",
+            f"{verb} the challenge from {what} {upload.original_name}",
             upload_id=upload.pk,
             sha256=upload.sha256,
-            cases=report.cases,
             phases=report.phases,
+            **details,
         )
         BundleUpload.objects.filter(pk=upload.pk).update(
             state=BundleUploadState.IMPORTED,
             challenge=report.challenge,
             finished_at=timezone.now(),
-            message=str(report),
+            message=str(report)[:5000],
             progress={"stage": "done", "done": 1, "total": 1},
         )
 
+    def written(report: ImportReport) -> None:
+        mark(report, "bundle", cases=report.cases)
+
     def written_codabench(imported: CodabenchImport) -> None:
-        verb = "Created" if imported.created else "Updated"
-        _log(
-            imported.challenge,
-            user,
-            "import",
-            f"{verb} the challenge from Codabench bundle {upload.original_name}",
-            upload_id=upload.pk,
-            sha256=upload.sha256,
-            phases=imported.phases,
-            not_mapped=imported.report,
-        )
-        BundleUpload.objects.filter(pk=upload.pk).update(
-            state=BundleUploadState.IMPORTED,
-            challenge=imported.challenge,
-            finished_at=timezone.now(),
-            message=str(imported)[:5000],
-            progress={"stage": "done", "done": 1, "total": 1},
-        )
+        mark(imported, "Codabench bundle", not_mapped=imported.report)
 
     path = _private_root() / upload.path
     try:
