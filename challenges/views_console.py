@@ -173,6 +173,15 @@ class ConsoleOverviewView(ConsoleMixin, TemplateView):
                 if published
                 else "The challenge is unpublished: only its organizers see it.",
             )
+        if action == "licence":
+            licence = request.POST.get("licence", "")
+            attribution = request.POST.get("attribution", "")
+            return self.act(
+                lambda: organizers.challenge_set_licence(
+                    challenge=challenge, user=user, licence=licence, attribution=attribution
+                ),
+                "The data's licence and attribution are saved.",
+            )
         if action == "organizer_add":
             username = request.POST.get("username", "")
             return self.act(

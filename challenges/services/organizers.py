@@ -374,6 +374,26 @@ def challenge_set_requires_approval(*, challenge: Challenge, user: Any, required
          else "Joining no longer needs the organizers' approval")  # fmt: skip
 
 
+def challenge_set_licence(
+    *, challenge: Challenge, user: Any, licence: str, attribution: str
+) -> None:
+    """The data's licence and attribution, as the challenge's pages show them (a Codabench
+    bundle carries neither). Both are required; the licence is at most 200 characters."""
+    require_organizer(user=user, challenge=challenge)
+    licence, attribution = licence.strip(), attribution.strip()
+    if not licence or not attribution:
+        raise OrganizerActionRefused("give both the licence and the attribution of the data")
+    if len(licence) > 200:
+        raise OrganizerActionRefused(
+            "the licence is at most 200 characters (name it, e.g. CC BY 4.0)"
+        )
+    if (challenge.data_licence, challenge.data_attribution) == (licence, attribution):
+        return
+    challenge.data_licence, challenge.data_attribution = licence, attribution
+    challenge.save(update_fields=["data_licence", "data_attribution", "updated_at"])
+    _log(challenge, user, "licence", f"Licence set to {licence[:100]}")
+
+
 @dataclass(frozen=True)
 class BaselinesAdded:
     """What "add baselines" did: ``added`` submissions queued for scoring now (tabular

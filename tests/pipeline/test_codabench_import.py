@@ -514,3 +514,41 @@ def test_the_shipped_example_bundle_imports_and_its_solution_scores(docker_worke
     evaluation = _final(Submission.objects.get(is_baseline=True))
     assert evaluation.state == "succeeded", (evaluation.message, evaluation.logs)
     assert evaluation.results.get().aggregates == {"accuracy": 0.875, "n_cases": 8}
+
+
+@pytest.mark.django_db
+def test_organizers_set_the_licence_a_codabench_bundle_lacks_in_the_console(
+    tmp_path: Path,
+) -> None:
+    from challenges.models import OrganizerAction
+
+    organizer, stranger = UserFactory(), UserFactory()
+    call_command(
+        "import_challenge",
+        str(_bundle(tmp_path / "b", RESULTS_YAML)),
+        "--organizer",
+        organizer.username,
+        stdout=io.StringIO(),
+    )
+    challenge = Challenge.objects.get()
+    assert challenge.data_licence == "See the terms"
+    url = reverse("challenges:console", args=[challenge.slug])
+    other = Client()
+    other.force_login(stranger)
+    data = {"action": "licence", "licence": "CC BY 4.0", "attribution": "The lesion team, 2024."}
+    assert other.post(url, data).status_code == 404
+    client = Client()
+    client.force_login(organizer)
+    page = client.get(url).content.decode()
+    assert 'id="licence-form"' in page and 'value="See the terms"' in page
+    refused = client.post(url, {**data, "attribution": " "}, follow=True).content.decode()
+    assert "Give both the licence and the attribution" in refused
+    assert client.post(url, data).status_code == 302
+    challenge.refresh_from_db()
+    assert (challenge.data_licence, challenge.data_attribution) == (
+        "CC BY 4.0",
+        "The lesion team, 2024.",
+    )
+    assert OrganizerAction.objects.filter(challenge=challenge, action="licence").count() == 1
+    client.post(url, {"action": "publish"})
+    assert "CC BY 4.0" in Client().get(challenge.get_absolute_url()).content.decode()
