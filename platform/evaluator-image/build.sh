@@ -67,6 +67,16 @@ if [ ! -f "$rootfs/.scanbench-recipe" ]; then
     # An empty, world-writable-free skeleton for the mount points the backends use.
     mkdir -p "$work/root/input" "$work/root/output" "$work/root/reference" "$work/root/opt/scanbench"
     chmod 755 "$work/root/input" "$work/root/output" "$work/root/reference"
+    # Codabench's layout, for organizers' programs that write /app/... paths into their own code
+    # (the metadata command is translated; these links cover the rest). Each points at where
+    # the sandbox mounts that folder, and dangles in runs that do not mount it.
+    mkdir -p "$work/root/app"
+    ln -s /opt/program "$work/root/app/program"
+    ln -s /opt/input "$work/root/app/input"
+    ln -s /output "$work/root/app/output"
+    ln -s /input "$work/root/app/input_data"
+    ln -s /opt/ingested_program "$work/root/app/ingested_program"
+    ln -s /tmp/shared "$work/root/app/shared"
     printf '%s\n' "$hash" >"$work/root/.scanbench-recipe"
     rm -rf "$rootfs"
     chmod 755 "$work/root"

@@ -369,6 +369,57 @@ def test_ingestion_runs_participant_code_without_the_reference(backend, data, tm
     assert scored.scores["accuracy"] == 0.75
 
 
+def test_programs_with_app_paths_written_into_their_code_run(backend, data, tmp_path):
+    """Codabench programs often write /app/... into their own code rather than take folders
+    as arguments: the evaluator image links /app/* to where the sandbox mounts each folder."""
+    hard_coded_scoring = """
+    import csv, json
+    def read(path):
+        with open(path) as handle:
+            return {row["case_id"]: row["label"] for row in csv.DictReader(handle)}
+    truth = read("/app/input/ref/labels.csv")
+    predicted = read("/app/input/res/predictions.csv")
+    right = sum(predicted.get(case) == label for case, label in truth.items())
+    with open("/app/output/scores.json", "w") as out:
+        json.dump({"accuracy": right / len(truth)}, out)
+    """
+    result = score(backend, tmp_path, data, hard_coded_scoring, command="python3 score.py")
+    assert result.scores == {"accuracy": 0.75}
+
+    inputs = tmp_path / "input_data"
+    inputs.mkdir()
+    (inputs / "case0.txt").write_text("90")
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "model.py").write_text("def predict(level):\n    return int(level > 50)\n")
+    hard_coded_ingestion = """
+    import os, sys
+    sys.path.insert(0, "/app/ingested_program")
+    import model
+    level = int(open("/app/input_data/case0.txt").read())
+    with open("/app/output/predictions.csv", "w") as out:
+        out.write(f"case_id,label\\ncase0,{model.predict(level)}\\n")
+    with open("/app/output/ref.txt", "w") as out:
+        out.write(str(os.path.exists("/app/input/ref")))
+    """
+    predictions = tmp_path / "predictions"
+    run = ingestion_run(
+        program=make_program(
+            tmp_path / "ingestion_program", hard_coded_ingestion, command="python3 ingest.py",
+            name="ingest.py",
+        ),
+        submission_dir=submission,
+        input_dir=inputs,
+        output_dir=predictions,
+        limits=LIMITS,
+        backend=backend,
+        label="test-ingestion",
+    )  # fmt: skip
+    assert run.ok, run.logs_tail
+    assert (predictions / "predictions.csv").read_text() == "case_id,label\ncase0,1\n"
+    assert (predictions / "ref.txt").read_text() == "False"  # no reference in an ingestion run
+
+
 # --- Reading programs (no sandbox) -----------------------------------------------------------
 
 
