@@ -20,4 +20,8 @@ class HealthCheckMiddleware:
             from challenges.views import healthz
 
             return healthz(request)
+        if request.path_info == "/readyz" and request.method in ("GET", "HEAD"):
+            from challenges.views_ops import readyz
+
+            return readyz(request)
         return self.get_response(request)

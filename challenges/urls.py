@@ -6,6 +6,7 @@ from challenges import (
     views_accounts,
     views_data,
     views_exports,
+    views_ops,
     views_submissions,
     views_teams,
 )
@@ -15,6 +16,7 @@ app_name = "challenges"
 urlpatterns = [
     path("", views.ChallengeListView.as_view(), name="list"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views_ops.metrics, name="metrics"),
     path("challenges/<slug:slug>/", views.ChallengeDetailView.as_view(), name="detail"),
     path("challenges/<slug:slug>/data/", views_data.DataView.as_view(), name="data"),
     path("challenges/<slug:slug>/join/", views_data.JoinView.as_view(), name="join"),

@@ -214,7 +214,9 @@ if SCANBENCH_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Container health checks call /healthz over plain HTTP at 127.0.0.1: no HTTPS redirect, and the
 # first middleware answers it before the host is checked against ALLOWED_HOSTS.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# /metrics (Prometheus): for "Authorization: Bearer <token>" when set, else loopback only.
+SCANBENCH_METRICS_TOKEN = env("SCANBENCH_METRICS_TOKEN", default="")
 MIDDLEWARE.insert(0, "challenges.middleware.HealthCheckMiddleware")
 # Counters for log-in and API throttling; shared by every web process only on a shared cache
 # (production: SCANBENCH_CACHE_URL=redis://redis:6379/1). The default is per process.
