@@ -3,7 +3,7 @@ documentation page. ``GET /api/submissions/<id>/`` keeps its route in challenges
 same view serves it). Included from challenges.urls, so the names are ``challenges:api-v1-*``."""
 
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from challenges import apis_organizers as org
 from challenges import apis_teams, apis_v1
@@ -159,7 +159,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="challenges:api-schema"),
+        SpectacularSwaggerSplitView.as_view(url_name="challenges:api-schema"),
         name="api-docs",
     ),
     # Last of all the site's routes: any other /api/ path is a 404 in the API's error shape.

@@ -218,6 +218,11 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # /metrics (Prometheus): for "Authorization: Bearer <token>" when set, else loopback only.
 SCANBENCH_METRICS_TOKEN = env("SCANBENCH_METRICS_TOKEN", default="")
 MIDDLEWARE.insert(0, "challenges.middleware.HealthCheckMiddleware")
+# Content-Security-Policy without outside origins (challenges/middleware.py); on by default.
+SCANBENCH_CSP = env.bool("SCANBENCH_CSP", default=True)
+# Where Django's admin is served (a path of your own keeps scanners off its log-in page).
+SCANBENCH_ADMIN_PATH = env("SCANBENCH_ADMIN_PATH", default="admin/").strip("/") + "/"
+MIDDLEWARE.insert(2, "challenges.middleware.ContentSecurityPolicyMiddleware")
 # Counters for log-in and API throttling; shared by every web process only on a shared cache
 # (production: SCANBENCH_CACHE_URL=redis://redis:6379/1). The default is per process.
 CACHES = {"default": env.cache("SCANBENCH_CACHE_URL", default="locmemcache://")}

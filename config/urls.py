@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -6,7 +7,7 @@ from challenges.views import ThrottledLoginView
 from challenges.views_accounts import PasswordResetConfirmView, PasswordResetView
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    path(settings.SCANBENCH_ADMIN_PATH, admin.site.urls),
     # Before django.contrib.auth.urls: the log-in page with failed-attempt throttling.
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     # Django's reset views with the site's mail links and log-in throttle (same paths and names).

@@ -89,3 +89,20 @@ def test_metrics_are_for_loopback_or_the_token_only(settings: Any) -> None:
     assert outside.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     ok = outside.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
     assert ok.status_code == 200 and b"scanbench_evaluations" in ok.content
+
+
+def test_the_admin_is_served_at_its_configured_path() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "SCANBENCH_ADMIN_PATH": "/ops-7f3/"}
+    code = "from django.urls import reverse; print(reverse('admin:index'))"
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=root, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "/ops-7f3/"
+    assert Client().get("/admin/").status_code in (301, 302, 200)  # the default path here

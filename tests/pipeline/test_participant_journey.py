@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.core import mail
+from playwright.sync_api import expect
 
 from tests.foundation.test_pages import demo, page  # noqa: F401 -- shared fixtures
 from tests.helpers import wait_for
@@ -64,10 +65,7 @@ def test_from_sign_up_to_a_highlighted_row_on_the_leaderboard(
     page.set_input_files("input[type=file]", str(sample))
     page.locator("form button[type=submit]").last.click()
     # the page refreshes itself until the evaluation ends: no reload from the test
-    page.wait_for_function(
-        "document.querySelector('#submissions td.state')?.innerText === 'Succeeded'",
-        timeout=90_000,
-    )
+    expect(page.locator("#submissions td.state").first).to_have_text("Succeeded", timeout=90_000)
     page.locator("#submissions tbody tr").first.locator("a").first.click()
     page.wait_for_load_state()
     assert "sample-submission.csv" in page.content()

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.factories import classification_phase
 
@@ -46,19 +47,15 @@ def test_participant_submits_in_the_browser_and_sees_the_score(start_worker, liv
         page.set_input_files("input[type=file]", str(preds))
         page.get_by_role("button", name="Submit").click()
         assert "Submitted" in page.get_by_role("status").inner_text()
-        page.wait_for_function(
-            "document.querySelector('#submissions td.state')?.innerText === 'Succeeded'",
-            timeout=90_000,
+        expect(page.locator("#submissions td.state").first).to_have_text(
+            "Succeeded", timeout=90_000
         )
         first_row = page.locator("#submissions tbody tr").first.inner_text()
         assert re.search(r"0\.\d{4}", first_row), first_row
 
         page.set_input_files("input[type=file]", str(bad))
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_function(
-            "document.querySelector('#submissions td.state')?.innerText === 'Failed'",
-            timeout=90_000,
-        )
+        expect(page.locator("#submissions td.state").first).to_have_text("Failed", timeout=90_000)
         message = page.locator("#submissions td.message").first.inner_text()
         assert "not_a_case" in message
         assert "1 submission left" in page.locator("#limits").inner_text()
