@@ -40,6 +40,7 @@ from challenges.selectors import (
     leaderboard_for_phase,
     phase_get_by_slugs,
 )
+from challenges.selectors_columns import board_hidden_keys
 from challenges.selectors_data import (
     DownloadForbidden,
     challenge_data_for_user,
@@ -370,7 +371,8 @@ class PhaseLeaderboardApi(APIView):
             "direction": found.primary_direction,
             "results": list(rows[offset : offset + limit]),
         }
-        return Response(LeaderboardSerializer(body).data)
+        hidden = board_hidden_keys(found)
+        return Response(LeaderboardSerializer(body, context={"hidden_columns": hidden}).data)
 
 
 class PhaseLeaderboardCsvApi(_FileView):

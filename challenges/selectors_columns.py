@@ -44,6 +44,11 @@ def board_primary(phase: Phase) -> BoardColumn:
     return BoardColumn(key=phase.primary_metric, title=with_unit(phase.primary_metric, task))
 
 
+def board_hidden_keys(phase: Phase) -> frozenset[str]:
+    """The keys of a bundle's hidden columns: left out of every board (page, CSV, API)."""
+    return frozenset(str(c["key"]) for c in phase.leaderboard_columns or [] if c.get("hidden"))
+
+
 def board_columns(phase: Phase) -> list[BoardColumn]:
     """The other columns, in board order; a hidden column of a bundle is never among them."""
     if phase.leaderboard_columns:

@@ -320,8 +320,10 @@ class LeaderboardRowSerializer(serializers.ModelSerializer[LeaderboardEntry]):
         ]  # fmt: skip
 
     def to_representation(self, instance: LeaderboardEntry) -> dict[str, Any]:
+        """Without the phase's hidden columns (``hidden_columns`` of the context, computed
+        once per board by the view)."""
         data: dict[str, Any] = super().to_representation(instance)
-        hidden = {c.get("key") for c in instance.phase.leaderboard_columns or [] if c.get("hidden")}
+        hidden = self.context.get("hidden_columns") or ()
         if hidden and isinstance(data.get("aggregates"), dict):
             data["aggregates"] = {k: v for k, v in data["aggregates"].items() if k not in hidden}
         return data

@@ -71,7 +71,7 @@ def results_folder(source: Path, *, shown: str, into: Path) -> Path:
     return into
 
 
-def _finite_aggregates(scores: dict[str, float], phase: Phase) -> dict[str, float | None]:
+def _board_aggregates(scores: dict[str, float], phase: Phase) -> dict[str, float | None]:
     """The program's scores, with every column the board shows (None where it wrote none)."""
     keys = [str(c["key"]) for c in phase.leaderboard_columns or []] or list(scores)
     out: dict[str, float | None] = {k: scores.get(k) for k in keys}
@@ -145,7 +145,7 @@ def evaluation_score_by_program(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report: dict[str, Any] = {
-        "aggregates": _finite_aggregates(scored.scores, phase),
+        "aggregates": _board_aggregates(scored.scores, phase),
         "cases": scored.per_case or {},
         "meta": {
             "scored_by": "program",
