@@ -2,10 +2,11 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from challenges import views_console
+from challenges import views_console, views_operations
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("organize/", views_console.OrganizeHomeView.as_view(), name="organize"),
+    path("console/operations/", views_operations.OperationsView.as_view(), name="operations"),
     path(
         "challenges/<slug:slug>/console/",
         views_console.ConsoleOverviewView.as_view(),

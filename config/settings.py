@@ -7,6 +7,7 @@ variables (``DATABASE_URL``, ``CELERY_BROKER_URL``, ``SCANBENCH_STORAGE``...), a
 """
 
 from pathlib import Path
+from typing import Any
 
 import django_stubs_ext
 import environ
@@ -106,10 +107,9 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 SCANBENCH_PRIVATE_ROOT = Path(env("SCANBENCH_PRIVATE_ROOT", default=str(VAR_DIR / "private")))
-STORAGES = {
-    "default": {
-        "BACKEND": env("SCANBENCH_STORAGE", default="django.core.files.storage.FileSystemStorage")
-    },
+# "default" holds submissions' files; SCANBENCH_STORAGE (section "Object storage") may replace it.
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
@@ -248,10 +248,44 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=102
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=1024**2)
 # -------------------------------------------------------------------------------------------------
 
+# Logs go to stderr, as text (the embedded default) or, with SCANBENCH_LOG_FORMAT=json (what
+# production sets), as one JSON object per line (challenges.log_format; docs/operations.md,
+# "Logs"). Either way every record logged while a worker processes an evaluation carries its
+# submission_id and evaluation_id (LogContextFilter). Celery workers use this configuration too
+# when the format is json (config/celery.py); with text they keep Celery's own format.
+SCANBENCH_LOG_FORMAT = env("SCANBENCH_LOG_FORMAT", default="text")
+if SCANBENCH_LOG_FORMAT not in ("text", "json"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("SCANBENCH_LOG_FORMAT must be 'text' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "log_context": {"()": "challenges.log_format.LogContextFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    },
+    "formatters": {
+        "text": {"format": "%(message)s"},
+        "json": {"()": "challenges.log_format.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": SCANBENCH_LOG_FORMAT,
+            "filters": ["log_context"],
+        },
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+        },
+    },
+    "loggers": {
+        # Django's own defaults would print these a second time, and not as JSON.
+        "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
@@ -330,3 +364,49 @@ if SCANBENCH_DATA_SERVING not in ("django", "x-accel"):
 
     raise ImproperlyConfigured("SCANBENCH_DATA_SERVING must be 'django' or 'x-accel'")
 SCANBENCH_DATA_ACCEL_PREFIX = env("SCANBENCH_DATA_ACCEL_PREFIX", default="/protected-data/")
+
+# --- Object storage (issue 14, docs/storage.md) --------------------------------------------------
+# SCANBENCH_STORAGE=filesystem (the embedded default: MEDIA_ROOT and SCANBENCH_PRIVATE_ROOT) or s3
+# (an S3-compatible object store through django-storages: public data in one bucket, hidden
+# labels and submissions' files in another, both private; downloads by presigned URL). Earlier
+# releases took a storage class path here; such a value still sets STORAGES["default"] alone.
+# Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or boto3's usual chain).
+_storage_choice = env("SCANBENCH_STORAGE", default="filesystem")
+SCANBENCH_STORAGE = _storage_choice if _storage_choice in ("filesystem", "s3") else "filesystem"
+if "." in _storage_choice:
+    STORAGES["default"] = {"BACKEND": _storage_choice}
+elif _storage_choice not in ("filesystem", "s3"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("SCANBENCH_STORAGE must be 'filesystem', 's3' or a class path")
+SCANBENCH_S3_ENDPOINT_URL = env("SCANBENCH_S3_ENDPOINT_URL", default="") or None
+SCANBENCH_S3_REGION = env("SCANBENCH_S3_REGION", default="") or None
+SCANBENCH_S3_PUBLIC_BUCKET = env("SCANBENCH_S3_PUBLIC_BUCKET", default="scanbench-public")
+SCANBENCH_S3_PRIVATE_BUCKET = env("SCANBENCH_S3_PRIVATE_BUCKET", default="scanbench-private")
+# Path-style addressing (http://host/bucket/key) suits MinIO, SeaweedFS and moto; AWS takes both.
+SCANBENCH_S3_ADDRESSING_STYLE = env(
+    "SCANBENCH_S3_ADDRESSING_STYLE", default="path" if SCANBENCH_S3_ENDPOINT_URL else "virtual"
+)
+# How long a presigned download URL works (seconds).
+SCANBENCH_S3_URL_EXPIRE_S = env.int("SCANBENCH_S3_URL_EXPIRE_S", default=300)
+# Worker-local copies of objects that the evaluator and the sandbox read by path.
+SCANBENCH_S3_CACHE_DIR = Path(env("SCANBENCH_S3_CACHE_DIR", default=str(VAR_DIR / "s3-cache")))
+# The cache holds hidden labels: the decoding child must not see it (under VAR_DIR by default).
+SCANBENCH_DECODE_HIDDEN.append(str(SCANBENCH_S3_CACHE_DIR))
+# S3Storage options shared by both buckets (challenges.services.storage adds bucket_name).
+SCANBENCH_S3_OPTIONS: dict[str, Any] = {
+    "endpoint_url": SCANBENCH_S3_ENDPOINT_URL,
+    "region_name": SCANBENCH_S3_REGION,
+    "addressing_style": SCANBENCH_S3_ADDRESSING_STYLE,
+    "signature_version": "s3v4",
+    "default_acl": None,  # no object ACLs: both buckets stay private
+    "querystring_auth": True,  # url() gives presigned URLs
+    "querystring_expire": SCANBENCH_S3_URL_EXPIRE_S,
+    "file_overwrite": False,  # like FileSystemStorage: a taken name gets a suffix
+}
+if SCANBENCH_STORAGE == "s3":
+    # Submissions' files are participants' own: the private bucket, never a public URL.
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {**SCANBENCH_S3_OPTIONS, "bucket_name": SCANBENCH_S3_PRIVATE_BUCKET},
+    }
