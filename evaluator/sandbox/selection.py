@@ -10,7 +10,7 @@ from .docker_backend import DockerBackend
 
 __all__ = ["BACKEND_NAMES", "get_backend"]
 
-BACKEND_NAMES = ("auto", "docker", "bwrap", "none")
+BACKEND_NAMES = ("auto", "docker", "bwrap", "kubernetes", "none")
 
 
 def get_backend(name: str | None = None) -> SandboxBackend:
@@ -26,6 +26,10 @@ def get_backend(name: str | None = None) -> SandboxBackend:
         return DockerBackend()
     if name in ("bwrap", "bubblewrap"):
         return BubblewrapBackend()
+    if name == "kubernetes":  # never chosen by auto; docs/kubernetes.md
+        from .k8s_backend import KubernetesBackend  # the client is optional
+
+        return KubernetesBackend()
     if name == "none":
         return NoSandbox()
     if name != "auto":
