@@ -9,6 +9,8 @@ threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # Uploads can be large; keep request bodies off the worker's memory where possible.
 limit_request_line = 8190
+# gunicorn's control socket (gunicornc): in /tmp, since the image's home folder is read-only.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "/tmp/scanbench-gunicorn.ctl")  # noqa: S108
 accesslog = "-"
 errorlog = "-"
 
