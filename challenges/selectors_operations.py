@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from challenges.models import Evaluation, EvaluationState, WorkerHeartbeat
 from challenges.models.evaluation import ACTIVE_STATES
-from challenges.services.operations import QUEUES, _queue_lengths
+from challenges.services.operations import _queue_lengths
 
 #: the heartbeat task runs every 60 s (CELERY_BEAT_SCHEDULE); missing three marks a worker stale
 WORKER_STALE_AFTER = timedelta(minutes=3)
@@ -38,7 +38,7 @@ class WorkerSeen:
 def queue_lengths() -> list[QueueLength]:
     """Messages waiting in each Celery queue, in the order of docs/pipeline.md."""
     lengths = _queue_lengths()
-    return [QueueLength(queue=q, waiting=lengths.get(q)) for q in QUEUES]
+    return [QueueLength(queue=q, waiting=w) for q, w in lengths.items()]
 
 
 def workers_seen(*, now: datetime | None = None) -> list[WorkerSeen]:

@@ -11,7 +11,13 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views import View
@@ -25,6 +31,7 @@ from challenges.selectors_data import (
     membership_waiting_message,
 )
 from challenges.services.data import TermsNotAccepted, challenge_terms, membership_join
+from challenges.services.storage import public_storage, storage_download_url, storage_is_s3
 
 CHUNK_BYTES = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -89,6 +96,11 @@ class DownloadView(LoginRequiredMixin, View):
             )
         except DownloadForbidden as exc:
             return _join_page(request, slug=slug, error=str(exc), status=403)
+        if storage_is_s3():  # a short-lived presigned URL of the public bucket's copy
+            url = storage_download_url(
+                storage=public_storage(), name=f"data/{datafile.path}", filename=datafile.name
+            )
+            return HttpResponseRedirect(url)
         if settings.SCANBENCH_DATA_SERVING == "x-accel":
             return _accel_response(datafile)
         return _streamed_response(request, datafile, path)

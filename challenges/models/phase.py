@@ -1,11 +1,18 @@
 from datetime import datetime
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from challenges.models.challenge import Challenge, TaskType
 from challenges.models.data import Dataset
+
+# Queues of model runs: "gpu", or "gpu-<kind>" for workers with one kind of card.
+GPU_QUEUE_PATTERN = r"^gpu(-[a-z0-9]+)*$"
+GPU_QUEUE_VALIDATOR = RegexValidator(
+    GPU_QUEUE_PATTERN, "A queue name: gpu, or gpu-<kind> such as gpu-h100 (lower case)."
+)
 
 
 class SubmissionKind(models.TextChoices):
@@ -82,6 +89,14 @@ class Phase(models.Model):
     time_limit_s = models.PositiveIntegerField(default=600)
     memory_limit_mb = models.PositiveIntegerField(default=4096)
     gpus = models.PositiveSmallIntegerField(default=0)
+    gpu_queue = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[GPU_QUEUE_VALIDATOR],
+        help_text="The queue whose workers run this phase's models, for a kind of GPU "
+        "(gpu-h100: only workers started with -Q gpu-h100). Empty: gpu, any gpu worker.",
+    )
     show_case_results = models.BooleanField(
         null=True,
         blank=True,

@@ -102,6 +102,8 @@ def _phase_manifest(phase: Phase) -> dict[str, Any]:
         gpus=phase.gpus,
         input_spec=dict(phase.input_spec or {}),
     )
+    if phase.gpu_queue:
+        values["gpu_queue"] = phase.gpu_queue
     if phase.show_case_results is not None:
         values["show_case_results"] = phase.show_case_results
     values["private_release"] = phase.private_release

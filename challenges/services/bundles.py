@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import shutil
 import tempfile
 import zipfile
@@ -54,6 +55,7 @@ from challenges.models import (
     TaskType,
 )
 from challenges.models.phase import EntrySelection, PrivateRelease
+from challenges.services.storage import private_storage, public_storage, storage_publish
 from evaluator import ranking
 from evaluator.dataset_summary import SUMMARY_VERSION, MaskSummaryError, summarize_masks
 from evaluator.metrics.registry import CLASSIFICATION_METRICS, SEGMENTATION_METRICS
@@ -515,14 +517,24 @@ def draw_leaderboard_parts(test_ids: list[str], fraction: float, seed: int) -> d
     return {i: LeaderboardPart.PUBLIC if i in chosen else LeaderboardPart.PRIVATE for i in test_ids}
 
 
+def _gpu_queue(p: _Fields) -> str:
+    """A phase's ``gpu_queue``: empty (any gpu worker) or ``gpu-<kind>``."""
+    from challenges.models.phase import GPU_QUEUE_PATTERN
+
+    value = str(p.get("gpu_queue", "", kind=str))
+    if value and not re.match(GPU_QUEUE_PATTERN, value):
+        raise p._fail("gpu_queue", f"{value!r} is not gpu or gpu-<kind> (such as gpu-h100)")
+    return value
+
+
 def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
     p.unknown_keys(
         {
             "slug", "title", "description", "submission_kind", "opens", "closes", "daily_limit",
             "total_limit", "metrics", "primary_metric", "direction", "ranking",
             "entry_selection", "ladder", "threshold", "nsd_tolerance_mm", "time_limit_s",
-            "memory_limit_mb", "gpus", "input_spec", "show_case_results", "private_release",
-            "scoring_program", "reference_data", "columns",
+            "memory_limit_mb", "gpus", "gpu_queue", "input_spec", "show_case_results",
+            "private_release", "scoring_program", "reference_data", "columns",
         }
     )  # fmt: skip
     known = KNOWN_METRICS[task]
@@ -581,6 +593,7 @@ def _phase_values(p: _Fields, task: str) -> dict[str, Any]:
         "time_limit_s": p.get("time_limit_s", 600, kind=int),
         "memory_limit_mb": p.get("memory_limit_mb", 4096, kind=int),
         "gpus": p.get("gpus", 0, kind=int),
+        "gpu_queue": _gpu_queue(p),
         "input_spec": p.get("input_spec", {}, kind=dict),
         "show_case_results": p.get("show_case_results", None, kind=bool),
         "private_release": p.choice("private_release", PrivateRelease, PrivateRelease.ON_CLOSE),
@@ -1083,6 +1096,14 @@ def _copy_files(plan: BundlePlan, progress: Progress | None) -> _Stored:
     return stored
 
 
+def _publish(plan: BundlePlan) -> None:
+    """On S3, copy the data set's stored files to the buckets (same keys as the paths under
+    MEDIA_ROOT and SCANBENCH_PRIVATE_ROOT); on the file system they are already in place."""
+    rel = f"challenges/{plan.slug}/{plan.ds_slug}/{plan.digest}"
+    storage_publish(storage=public_storage(), root=Path(settings.MEDIA_ROOT), rel=rel)
+    storage_publish(storage=private_storage(), root=Path(settings.SCANBENCH_PRIVATE_ROOT), rel=rel)
+
+
 def _import_plan(
     plan: BundlePlan,
     *,
@@ -1097,6 +1118,7 @@ def _import_plan(
     existed = [p.exists() for p in folders]
     try:
         stored = _copy_files(plan, progress)
+        _publish(plan)
         if progress is not None:
             progress("writing", 0, 1)
         with transaction.atomic():

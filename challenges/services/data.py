@@ -38,6 +38,12 @@ from challenges.models import (
     MembershipStatus,
     TaskType,
 )
+from challenges.services.storage import (
+    public_storage,
+    storage_local_dir,
+    storage_local_path,
+    storage_publish,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +170,8 @@ def _generate(*, challenge_id: int, stamp: str) -> list[DataFile]:
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)
+    # On S3 the files are served from the public bucket (``data/<path>``, by presigned URL).
+    storage_publish(storage=public_storage(), root=data_root(), rel=str(rel_folder), prefix="data/")
     DataFile.objects.filter(challenge=challenge).delete()
     rows = []
     for position, p in enumerate(planned):
@@ -229,8 +237,9 @@ def _starting_kit(rel: str, out: Path, prefix: str) -> _Planned | None:
     """Zip the organizer's starting kit (copied into MEDIA_ROOT at import, checked there by
     challenges.services.bundles: no links, size-capped) as ``starting-kit/<file>`` members."""
     media = Path(settings.MEDIA_ROOT).resolve()
-    folder = (media / rel).resolve()
-    if not folder.is_relative_to(media) or not folder.is_dir():
+    inside = (media / rel).resolve().is_relative_to(media)
+    folder = storage_local_dir(storage=public_storage(), prefix=rel).resolve() if inside else media
+    if not inside or not folder.is_dir():
         logger.warning("starting kit %s: not a folder under MEDIA_ROOT; not offered", rel)
         return None
     members = [
@@ -248,7 +257,8 @@ def _starting_kit(rel: str, out: Path, prefix: str) -> _Planned | None:
 
 
 def _media(rel: str) -> Path:
-    return Path(settings.MEDIA_ROOT) / rel
+    """A local path of the public file ``rel`` (a cached copy on S3)."""
+    return storage_local_path(storage=public_storage(), name=rel)
 
 
 def _tabular(

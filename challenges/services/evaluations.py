@@ -217,14 +217,16 @@ def _send(evaluation: Evaluation) -> None:
         ):
             tasks.evaluation_score.apply_async(kwargs=kwargs)
         else:
-            tasks.evaluation_run.apply_async(kwargs=kwargs)
+            # Model runs go to the phase's queue: "gpu", or "gpu-<kind>" for one kind of card.
+            queue = evaluation.submission.phase.gpu_queue or "gpu"
+            tasks.evaluation_run.apply_async(kwargs=kwargs, queue=queue)
     except Exception:
         logger.exception("could not send the task of %s; the reaper will retry", evaluation)
 
 
 def _send_on_commit(evaluation_id: int) -> None:
     def send() -> None:
-        evaluation = Evaluation.objects.select_related("submission").get(pk=evaluation_id)
+        evaluation = Evaluation.objects.select_related("submission__phase").get(pk=evaluation_id)
         _send(evaluation)
 
     transaction.on_commit(send)

@@ -91,17 +91,26 @@ def readiness() -> list[Check]:
 # --- Prometheus text format ------------------------------------------------------------------
 
 
+def queue_names() -> list[str]:
+    """The platform's queues: cpu, gpu and every gpu-<kind> queue a phase sends its runs to."""
+    from challenges.models import Phase
+
+    kinds = Phase.objects.exclude(gpu_queue="").values_list("gpu_queue", flat=True).distinct()
+    return [*QUEUES, *sorted(set(kinds) - set(QUEUES))]
+
+
 def _queue_lengths() -> dict[str, int | None]:
     """Messages waiting in each queue (Redis: the list of that name; other brokers: a passive
     declare). None where the broker cannot say."""
     from kombu.connection import Connection
 
+    names = queue_names()
     out: dict[str, int | None] = {}
     try:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
             conn.ensure_connection(max_retries=1, timeout=2)
             channel = conn.default_channel
-            for queue in QUEUES:
+            for queue in names:
                 try:
                     if settings.CELERY_BROKER_URL.startswith("redis"):
                         out[queue] = int(channel.client.llen(queue))
@@ -110,7 +119,7 @@ def _queue_lengths() -> dict[str, int | None]:
                 except Exception:
                     out[queue] = None
     except Exception:
-        return dict.fromkeys(QUEUES)
+        return dict.fromkeys(names)
     return out
 
 

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from challenges.models import Evaluation, Phase
 from challenges.services.evaluations import evaluation_fail, evaluation_finish, failure_logs
+from challenges.services.storage import private_storage, storage_local_dir
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, safe_extract
 from evaluator.sandbox import (
     Limits,
@@ -41,7 +42,8 @@ PROGRAM_PART = "public"
 
 
 def private_path(rel: str) -> Path:
-    return Path(settings.SCANBENCH_PRIVATE_ROOT) / rel
+    """A local path of the private folder ``rel`` (a worker-cached copy on S3)."""
+    return storage_local_dir(storage=private_storage(), prefix=rel)
 
 
 def _limits(phase: Phase) -> Limits:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Max
 
 from challenges.models import Case, CaseSplit, Phase, TaskType
+from challenges.services.storage import private_storage, storage_local_dir
 
 
 @dataclass(frozen=True)
@@ -69,4 +70,6 @@ def _build_reference(phase: Phase) -> Reference:
     folders = {str(Path(r[3]).parent) for r in rows}
     if len(folders) != 1 or not rows[0][3]:
         raise ReferenceError_(f"phase {phase}: test label masks are not in one folder")
-    return Reference(path=private_root / folders.pop(), public_ids=public, private_ids=private)
+    # The label masks: the private folder itself, or (S3) the worker's cached copy of it.
+    path = storage_local_dir(storage=private_storage(), prefix=folders.pop())
+    return Reference(path=path, public_ids=public, private_ids=private)

@@ -22,6 +22,7 @@ from challenges.services.evaluations import (
     failure_logs,
 )
 from challenges.services.programs import CodeSubmissionInvalid, code_run
+from challenges.services.storage import public_storage, storage_local_dir, storage_local_path
 from evaluator import InvalidSubmission
 from evaluator.sandbox import (
     DockerBackend,
@@ -56,7 +57,7 @@ def test_inputs_dir(*, phase: Phase) -> Path:
     folders = {str(Path(f).parent) for f in files}
     if not files or len(folders) != 1:
         raise RuntimeError(f"phase {phase}: test inputs are not one folder of files")
-    return Path(settings.MEDIA_ROOT) / folders.pop()
+    return storage_local_dir(storage=public_storage(), prefix=folders.pop())
 
 
 def _limits(phase: Phase) -> Limits:
@@ -101,14 +102,15 @@ def evaluation_run(*, evaluation_id: int) -> None:
         logger.info("removed %d leftover(s) of %s", removed, owner)
     image_id: str | None = None
     try:
+        submission_path = storage_local_path(
+            storage=submission.file.storage, name=str(submission.file.name)
+        )
         if submission.kind == SubmissionKind.CODE:
-            result = code_run(
-                evaluation=evaluation, phase=phase, code_zip=Path(submission.file.path), out=out
-            )
+            result = code_run(evaluation=evaluation, phase=phase, code_zip=submission_path, out=out)
         elif submission.kind == SubmissionKind.MODEL:
             inputs = test_inputs_dir(phase=phase)
             result = run_model_submission(
-                model_path=Path(submission.file.path),
+                model_path=submission_path,
                 input_dir=inputs,
                 output_dir=out,
                 input_spec=_runner_spec(phase),
@@ -121,7 +123,7 @@ def evaluation_run(*, evaluation_id: int) -> None:
 
             inputs = test_inputs_dir(phase=phase)
             client = docker.from_env()
-            image_id = load_image_tarball(Path(submission.file.path), client)
+            image_id = load_image_tarball(submission_path, client)
             result = backend.run(
                 RunSpec(
                     input_dir=inputs,

@@ -17,6 +17,7 @@ from challenges.services.evaluations import (
     failure_logs,
 )
 from challenges.services.references import ReferenceError_, reference_for_phase
+from challenges.services.storage import storage_local_path
 from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
 from evaluator.readers.isolated import DecodeLimits
 from evaluator.readers.safe_zip import ZipLimits
@@ -74,7 +75,11 @@ def evaluation_score(*, evaluation_id: int) -> None:
         return
     submission = evaluation.submission
     phase = submission.phase
-    predictions = Path(evaluation.predictions or submission.file.path)
+    predictions = (
+        Path(evaluation.predictions)
+        if evaluation.predictions
+        else storage_local_path(storage=submission.file.storage, name=str(submission.file.name))
+    )
     # Messages name the participant's own file (the stored name is the server's).
     shown = (
         "predictions"
