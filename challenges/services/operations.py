@@ -58,6 +58,19 @@ def _broker() -> str:
 
 
 def _storage() -> str:
+    from challenges.services.storage import private_storage, public_storage, storage_is_s3
+
+    if storage_is_s3():
+        # Both buckets answer HEAD with these credentials, and the worker cache is writable.
+        for storage in (public_storage(), private_storage()):
+            bucket = storage.bucket  # type: ignore[attr-defined]
+            bucket.meta.client.head_bucket(Bucket=bucket.name)
+        cache = Path(settings.SCANBENCH_S3_CACHE_DIR)
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".ready-", dir=cache)
+        os.close(fd)
+        os.unlink(name)
+        return "s3 (public and private buckets reachable, cache writable)"
     for root in (settings.MEDIA_ROOT, settings.SCANBENCH_PRIVATE_ROOT):
         Path(root).mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".ready-", dir=root)

@@ -306,3 +306,16 @@ def test_an_unknown_scanbench_storage_stops_start_up() -> None:
     code = "from django.conf import settings as s; s.STORAGES"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "SCANBENCH_STORAGE must be" in out.stderr
+
+
+def test_readiness_checks_both_buckets_on_s3(s3: Any, settings) -> None:  # type: ignore[no-untyped-def]
+    from challenges.services import storage
+    from challenges.services.operations import readiness
+
+    check = next(c for c in readiness() if c.name == "storage")
+    assert check.ok and check.detail.startswith("s3"), check
+    # A bucket that does not exist (a typo in the settings, or deleted): not ready.
+    settings.SCANBENCH_S3_PRIVATE_BUCKET = "sb-no-such-bucket"
+    storage._s3_storages.clear()
+    check = next(c for c in readiness() if c.name == "storage")
+    assert not check.ok and check.required, check
