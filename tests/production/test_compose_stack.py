@@ -19,168 +19,48 @@ import os
 import re
 import secrets
 import shutil
-import socket
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.production.stack import (
+    ROOT,
+    Stack,
+    build_images,
+    stack_prepare,
+    wait_https,
+    why_not,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def _why_not() -> str | None:
-    if shutil.which("docker-compose") is None:
-        return "docker-compose is not installed (scripts/test installs Debian's)"
-    try:
-        subprocess.run(["docker", "info"], check=True, capture_output=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return "no Docker engine answers"
-    if os.geteuid() != 0:
-        return "building the images needs root (debootstrap)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Stack:
-    project: str
-    env_file: Path
-    data: Path
-    url: str
-    http_url: str
-    ca: Path
-
-    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        cmd = [
-            "docker-compose", "--env-file", str(self.env_file), "-p", self.project,
-            "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.local.yml"),
-            *args,
-        ]  # fmt: skip
-        env = {**os.environ, "SCANBENCH_ENV_FILE": str(self.env_file)}
-        proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc.stdout
-
-    def manage(self, *args: str) -> str:
-        return self.compose("exec", "-T", "web", "python", "manage.py", *args)
-
-    def shell(self, code: str) -> Any:
-        """Run Python in the web container (Django set up) and return what it prints as JSON."""
-        out = self.manage("shell", "-c", code)
-        return json.loads(out.strip().splitlines()[-1])
-
-    def containers(self, service: str) -> list[str]:
-        return self.compose("ps", "-q", service).split()
-
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.verify = str(self.ca)
-        return session
-
-
-def _tls(folder: Path) -> Path:
-    """A self-made CA-less certificate for 127.0.0.1, mounted into the proxy like a real one."""
-    folder.mkdir()
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout", str(folder / "privkey.pem"), "-out", str(folder / "fullchain.pem"),
-        ],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    for name in ("privkey.pem", "fullchain.pem"):
-        (folder / name).chmod(0o644)  # read by nginx's www-data in the container; a test key
-    folder.chmod(0o755)
-    return folder / "fullchain.pem"
-
-
-def _wait_https(url: str, ca: Path, timeout: float = 300) -> None:
-    context = ssl.create_default_context(cafile=str(ca))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", context=context, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url}/readyz did not answer 200 within {timeout} s")
-        time.sleep(1)
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    why = _why_not()
+    why = why_not()
     if why:
         pytest.skip(why)
-    build = subprocess.run(
-        [str(ROOT / "platform/images/build.sh")],
-        cwd=ROOT, env={**os.environ, "PYTHON": str(ROOT / ".venv/bin/python")},
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-4000:]
+    build_images()
     # Under /var/tmp: every ancestor is searchable, as the sandbox user needs for its mounts.
     base = Path(f"/var/tmp/scanbench-stack-{os.getpid()}")
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(mode=0o755)
-    data = base / "data"
-    data.mkdir()
-    os.chown(data, 10001, 10001)
-    ca = _tls(base / "tls")
-    https_port, http_port = _free_port(), _free_port()
-    env_file = base / ".env"
-    env_file.write_text(
-        "\n".join(
-            [
-                f"POSTGRES_PASSWORD={secrets.token_hex(16)}",
-                f"SECRET_KEY={secrets.token_hex(32)}",
-                "ALLOWED_HOSTS=127.0.0.1,localhost",
-                f"DOCKER_GID={os.stat('/var/run/docker.sock').st_gid}",
-                f"SCANBENCH_DATA_DIR={data}",
-                f"SCANBENCH_TLS_DIR={ca.parent}",
-                "SCANBENCH_PROXY_BIND=127.0.0.1",
-                f"SCANBENCH_HTTPS_PORT={https_port}",
-                f"SCANBENCH_HTTP_PORT={http_port}",
-                # A 1 MiB cap at the proxy, so that the test can send a body over it.
-                "SCANBENCH_PROXY_MAX_BODY=1m",
-                # Short leases, so that a removed worker's run is taken back in seconds.
-                "SCANBENCH_LEASE_S=4",
-                "SCANBENCH_LEASE_RENEW_S=1",
-                "SCANBENCH_REAPER_INTERVAL_S=2",
-                "GUNICORN_WORKERS=2",
-                "",
-            ]
-        )
+    stack = stack_prepare(
+        base,
+        f"sbtest{os.getpid()}",
+        [
+            # A 1 MiB cap at the proxy, so that the test can send a body over it.
+            "SCANBENCH_PROXY_MAX_BODY=1m",
+            # Short leases, so that a removed worker's run is taken back in seconds.
+            "SCANBENCH_LEASE_S=4",
+            "SCANBENCH_LEASE_RENEW_S=1",
+            "SCANBENCH_REAPER_INTERVAL_S=2",
+        ],
     )
-    env_file.chmod(0o600)
-    stack = Stack(
-        project=f"sbtest{os.getpid()}",
-        env_file=env_file,
-        data=data,
-        url=f"https://127.0.0.1:{https_port}",
-        http_url=f"http://127.0.0.1:{http_port}",
-        ca=ca,
-    )
+    ca = stack.ca
     # requests takes REQUESTS_CA_BUNDLE over a session's own `verify` (and this machine sets
     # one), so the stack's certificate is trusted through it, for this module only.
     saved = {k: os.environ.get(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
@@ -188,7 +68,7 @@ def stack() -> Iterator[Stack]:
     os.environ.pop("CURL_CA_BUNDLE", None)
     try:
         stack.compose("up", "-d", timeout=600)
-        _wait_https(stack.url, ca)
+        wait_https(stack.url, ca)
         yield stack
     finally:
         for key, value in saved.items():
