@@ -16,6 +16,7 @@ __all__ = [
     "NoSandbox",
     "SandboxBackend",
     "SandboxUnavailable",
+    "finished_result",
     "make_scratch_dir",
     "make_world_readable_copy",
     "near_full",
@@ -119,6 +120,42 @@ def result_message(
     if not output.files:
         return RunStatus.INVALID_OUTPUT, "Invalid output: nothing was written to /output."
     return RunStatus.SUCCEEDED, f"Finished: {len(output.files)} file(s) written."
+
+
+def finished_result(
+    *,
+    backend: str,
+    timed_out: bool,
+    oom: bool,
+    exit_code: int | None,
+    output: OutputCheck | None,
+    limits: Limits,
+    log_text: str,
+    started: float,
+    run_started: float,
+    run_ended: float,
+    teardown_s: float,
+) -> RunResult:
+    """The RunResult of a run that started, from its facts (every backend ends this way):
+    status and message from :func:`result_message`, the organizers' log with a footer, times."""
+    status, message = result_message(
+        timed_out=timed_out, oom=oom, exit_code=exit_code, output=output, limits=limits
+    )
+    detail = output.detail if output is not None and not output.ok else ""
+    footer = f"\n[sandbox: {status.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
+    return RunResult(
+        status=status,
+        backend=backend,
+        exit_code=exit_code,
+        participant_message=message,
+        logs_tail=log_text + footer,
+        wall_s=run_ended - run_started,
+        setup_s=run_started - started,
+        teardown_s=teardown_s,
+        output_files=output.files if output is not None and output.ok else (),
+        output_bytes=output.total_bytes if output is not None else 0,
+        detail=detail,
+    )
 
 
 def _all_world_readable(root: Path) -> bool:

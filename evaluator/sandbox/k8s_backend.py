@@ -51,8 +51,8 @@ from .base import (
     SANDBOX_GID,
     SANDBOX_UID,
     SandboxBackend,
+    finished_result,
     near_full,
-    result_message,
     tail_bytes,
 )
 from .image import evaluator_image_tag
@@ -526,23 +526,16 @@ class KubernetesBackend(SandboxBackend):
             shutil.rmtree(staging, ignore_errors=True)
             teardown = time.monotonic() - cleanup_started
 
-        status_, message = result_message(
-            timed_out=timed_out, oom=oom, exit_code=exit_code, output=output, limits=limits
-        )
-        detail = output.detail if output is not None and not output.ok else ""
-        footer = (
-            f"\n[sandbox: {status_.value}, exit code {exit_code}{', ' + detail if detail else ''}]"
-        )
-        return RunResult(
-            status=status_,
+        return finished_result(
             backend=self.name,
+            timed_out=timed_out,
+            oom=oom,
             exit_code=exit_code,
-            participant_message=message,
-            logs_tail=header + tail_bytes(logs, limits.logs_tail_bytes) + footer,
-            wall_s=run_ended - run_started,
-            setup_s=run_started - started,
+            output=output,
+            limits=limits,
+            log_text=header + tail_bytes(logs, limits.logs_tail_bytes),
+            started=started,
+            run_started=run_started,
+            run_ended=run_ended,
             teardown_s=teardown,
-            output_files=output.files if output is not None and output.ok else (),
-            output_bytes=output.total_bytes if output is not None else 0,
-            detail=detail,
         )

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.pipeline.test_code_submissions import _torchscript
 from tests.production.stack import (
     ROOT,
     Stack,
@@ -159,25 +160,6 @@ phases:
     for path in [bundle, *bundle.rglob("*")]:
         os.chown(path, 10001, 10001)
     return bundle
-
-
-def _torchscript(path: Path, *, slow: bool = False) -> Path:
-    import torch
-
-    class MeanScore(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.mean(dim=(1, 2, 3)).reshape(1, 1)
-
-    class SlowMeanScore(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            w = torch.ones(512, 512) / 512.0
-            y = torch.ones(512, 512)
-            for _ in range(400):  # about a second of compute per case
-                y = torch.tanh(y @ w)
-            return x.mean(dim=(1, 2, 3)).reshape(1, 1) + 0.0 * y.mean()
-
-    torch.jit.save(torch.jit.script(SlowMeanScore() if slow else MeanScore()), str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
