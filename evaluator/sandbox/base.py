@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from .outputs import OutputCheck
@@ -16,11 +17,13 @@ __all__ = [
     "NoSandbox",
     "SandboxBackend",
     "SandboxUnavailable",
+    "copy_readable",
     "finished_result",
     "make_scratch_dir",
     "make_world_readable_copy",
     "near_full",
     "result_message",
+    "sandbox_error",
     "tail_bytes",
 ]
 
@@ -122,6 +125,21 @@ def result_message(
     return RunStatus.SUCCEEDED, f"Finished: {len(output.files)} file(s) written."
 
 
+def sandbox_error(
+    *, backend: str, header: str, started: float, message: str, detail: str
+) -> RunResult:
+    """The RunResult of a run the sandbox could not carry out (not the submission's fault)."""
+    return RunResult(
+        status=RunStatus.SANDBOX_ERROR,
+        backend=backend,
+        exit_code=None,
+        participant_message=message,
+        logs_tail=header + detail,
+        wall_s=time.monotonic() - started,
+        detail=detail,
+    )
+
+
 def finished_result(
     *,
     backend: str,
@@ -195,9 +213,17 @@ def make_world_readable_copy(source: Path, scratch: Path) -> Path:
     if source.is_dir() and _ancestors_searchable(source) and _all_world_readable(source):
         return source
     target = Path(tempfile.mkdtemp(prefix="input-", dir=scratch))
+    copy_readable(source, target)
+    return target
+
+
+def copy_readable(source: Path, target: Path) -> None:
+    """Copy ``source`` (a folder's contents, or a file into the folder ``target``) with modes
+    the sandbox user (uid 65534) can read; symbolic links are copied as links."""
     if source.is_dir():
         shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
     else:
+        target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target / source.name)
     for dirpath, _dirnames, filenames in os.walk(target):
         os.chmod(dirpath, 0o755)  # noqa: S103 -- the sandbox user must read its inputs
@@ -205,4 +231,3 @@ def make_world_readable_copy(source: Path, scratch: Path) -> Path:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o644)
-    return target

@@ -35,6 +35,7 @@ from .base import (
     make_scratch_dir,
     make_world_readable_copy,
     near_full,
+    sandbox_error,
     tail_bytes,
 )
 from .image import evaluator_image_tag
@@ -46,7 +47,7 @@ from .outputs import (
     ensure_empty_dir,
     stream_limit,
 )
-from .spec import RunResult, RunSpec, RunStatus
+from .spec import RunResult, RunSpec
 
 __all__ = ["DockerBackend"]
 
@@ -163,14 +164,8 @@ class DockerBackend(SandboxBackend):
         run_started = run_ended = started
 
         def error(message: str, detail: str) -> RunResult:
-            return RunResult(
-                status=RunStatus.SANDBOX_ERROR,
-                backend=self.name,
-                exit_code=None,
-                participant_message=message,
-                logs_tail=header + detail,
-                wall_s=time.monotonic() - started,
-                detail=detail,
+            return sandbox_error(
+                backend=self.name, header=header, started=started, message=message, detail=detail
             )
 
         try:

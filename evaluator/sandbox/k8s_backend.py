@@ -51,13 +51,15 @@ from .base import (
     SANDBOX_GID,
     SANDBOX_UID,
     SandboxBackend,
+    copy_readable,
     finished_result,
     near_full,
+    sandbox_error,
     tail_bytes,
 )
 from .image import evaluator_image_tag
 from .outputs import OutputCheck, clear_dir, collect_tar_stream, ensure_empty_dir, stream_limit
-from .spec import RunResult, RunSpec, RunStatus
+from .spec import RunResult, RunSpec
 
 __all__ = [
     "OWNER_LABEL",
@@ -289,21 +291,6 @@ def job_manifest(
     }
 
 
-def _copy_readable(source: Path, target: Path) -> None:
-    """Copy ``source`` (file or folder) to ``target`` with modes uid 65534 can read."""
-    if source.is_dir():
-        shutil.copytree(source, target, symlinks=True)
-    else:
-        target.mkdir(parents=True)
-        shutil.copy2(source, target / source.name)
-    for dirpath, _dirnames, filenames in os.walk(target):
-        os.chmod(dirpath, 0o755)  # noqa: S103 -- the sandbox user must read its inputs
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o644)
-
-
 class KubernetesBackend(SandboxBackend):
     """Runs a :class:`RunSpec` as a Kubernetes Job. Untested against a cluster: see the module.
 
@@ -378,12 +365,12 @@ class KubernetesBackend(SandboxBackend):
         if source.is_relative_to(root) and source.is_dir():
             input_subpath = str(source.relative_to(root))
         else:
-            _copy_readable(spec.input_dir, staging / "input")
+            copy_readable(spec.input_dir, staging / "input")
             input_subpath = str((staging / "input").relative_to(root))
         mount_subpaths: list[str] = []
         for index, extra in enumerate(spec.mounts):
             target = staging / "mounts" / str(index)
-            _copy_readable(extra.source, target)
+            copy_readable(extra.source, target)
             if extra.source.is_file():
                 target = target / extra.source.name
             mount_subpaths.append(str(target.relative_to(root)))
@@ -406,14 +393,8 @@ class KubernetesBackend(SandboxBackend):
         )
 
         def error(message: str, detail: str) -> RunResult:
-            return RunResult(
-                status=RunStatus.SANDBOX_ERROR,
-                backend=self.name,
-                exit_code=None,
-                participant_message=message,
-                logs_tail=header + detail,
-                wall_s=time.monotonic() - started,
-                detail=detail,
+            return sandbox_error(
+                backend=self.name, header=header, started=started, message=message, detail=detail
             )
 
         staging = self.settings.exchange_root.resolve() / "runs" / run_id
