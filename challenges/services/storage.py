@@ -115,14 +115,17 @@ def _cache_path(storage: Storage, name: str, *, tree: str = "files") -> Path:
     return path
 
 
-def _fetch(storage: Storage, obj: Any) -> Path:
+def _fetch(storage: Storage, obj: Any, *, etag: str | None = None, size: int | None = None) -> Path:
     """The cached copy of ``obj`` (a boto3 Object of the storage's bucket), downloaded unless
-    the copy there has the object's size and ETag. Atomic (a temporary file in the cache, then
-    a rename), so a concurrent reader sees a whole file or none."""
+    the copy there has the object's size and ETag (given by a listing, else read with one HEAD).
+    Atomic (a temporary file in the cache, then a rename), so a concurrent reader sees a whole
+    file or none."""
     dest = _cache_path(storage, obj.key)
     meta = _cache_path(storage, obj.key + ".json", tree="meta")
-    obj.load()  # HEAD: size and ETag
-    want = {"etag": obj.e_tag, "size": obj.content_length}
+    if etag is None or size is None:
+        obj.load()  # HEAD: size and ETag
+        etag, size = obj.e_tag, obj.content_length
+    want = {"etag": etag, "size": size}
     if dest.is_file() and dest.stat().st_size == want["size"]:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(meta.read_text()) == want:
@@ -165,7 +168,8 @@ def storage_local_dir(*, storage: Storage, prefix: str) -> Path:
     bucket: Any = storage.bucket  # type: ignore[attr-defined]
     found = 0
     for summary in bucket.objects.filter(Prefix=prefix.rstrip("/") + "/"):
-        _fetch(storage, summary.Object())
+        # The listing carries each object's ETag and size: no HEAD per file.
+        _fetch(storage, summary.Object(), etag=summary.e_tag, size=summary.size)
         found += 1
     folder.mkdir(parents=True, exist_ok=True)
     logger.debug("%s: %d file(s) cached in %s", prefix, found, folder)
