@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/evaluator_bench.py --quick    # the small size only
     .venv/bin/python benchmarks/evaluator_bench.py --json out.json
 
-Targets (issue 3): Dice within 2x of the memory-read floor of the two masks; HD95 >= 3x faster
-than MONAI and >= 20x faster than MedPy, equal to MONAI's percentile=95 value within 1e-6 mm; a
-100-case .nii.gz submission scored end to end within 1.5x of only decompressing its files;
-ranking with 1000 bootstrap resamples x 500 cases x 100 entries in under 2 s.
+Targets (issues 3 and 15): Dice within 2x of the memory-read floor of the two masks; HD95 >= 10x
+faster than MONAI (CPU) and >= 20x faster than MedPy, equal to MONAI's percentile=95 value within
+1e-6 mm; a 100-case .nii.gz submission scored end to end, all eight metrics, within 1.5x of only
+decompressing its files with the fastest inflater the evaluator uses (ISA-L when python-isal is
+installed, else zlib; both floors are printed); ranking with 1000 bootstrap resamples x 500 cases
+x 100 entries in under 2 s.
 
 Synthetic masks: per case one reference ellipsoid (radii ~ 15-25 % of the volume), a prediction
 shifted and rescaled a little plus a small false-positive blob far away (the case where pooled
@@ -38,6 +40,7 @@ from evaluator import ScoreOptions, score
 from evaluator.metrics.segmentation import case_metrics, label_counts, overlap_metrics
 from evaluator.metrics.surface import directed_distances
 from evaluator.ranking import bootstrap_ranks, leaderboard
+from evaluator.readers.masks import DECOMPRESSOR
 from evaluator.synthetic import mask_pair, write_nifti
 
 SPACING = (0.8, 0.8, 2.0)
@@ -131,10 +134,12 @@ def bench_pair(shape: tuple[int, int, int], results: dict[str, Any], *, medpy_ok
     hd_edt = float(max(np.percentile(edt[0], 95), np.percentile(edt[1], 95)))
     row("HD95, Scanbench", t_hd, f"{hd_ours:.9f} mm")
     row("all 8 segmentation metrics, Scanbench", t_all)
+    speedup = t_monai / t_hd
     row(
         "HD95, MONAI compute_hausdorff_distance",
         t_monai,
-        f"{hd_monai:.9f} mm (float32); {t_monai / t_hd:.1f}x Scanbench's time",
+        f"{hd_monai:.9f} mm (float32); {speedup:.1f}x Scanbench's time "
+        f"(target >= 10x: {'met' if speedup >= 10 else 'NOT met'})",
     )
     print(
         f"  |Scanbench - MONAI| = {abs(hd_ours - hd_monai):.2e} mm (MONAI float32 result), "
@@ -190,18 +195,55 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
             f"{time.perf_counter() - t0:.1f} s)"
         )
 
-        def decompress_only() -> int:
-            # the fastest plain inflate: one call, output buffer sized from the gzip trailer
+        def decompress_zlib() -> int:
+            # the fastest plain zlib inflate: one call, output buffer sized from the gzip trailer
             total = 0
             for p in files:
                 data = p.read_bytes()
                 total += len(zlib.decompress(data, 31, int.from_bytes(data[-4:], "little")))
             return total
 
-        decompress_only()  # warm the page cache for every contender alike
-        t_dec, nbytes = best_of(decompress_only, 3)
-        row("read + decompress only (zlib, 1 thread)", t_dec, f"{nbytes / 2**20:.0f} MiB out")
-        e2e: dict[str, Any] = {"n_cases": n_cases, "shape": list(shape), "decompress_s": t_dec}
+        def decompress_isal() -> int:
+            # ISA-L's fastest call on these files: a decompressobj with max_length = the size
+            # (isal_zlib.decompress with a bufsize is slower here)
+            from isal import isal_zlib
+
+            total = 0
+            for p in files:
+                data = p.read_bytes()
+                d = isal_zlib.decompressobj(wbits=31)
+                total += len(d.decompress(data, int.from_bytes(data[-4:], "little")))
+            return total
+
+        decompress_zlib()  # warm the page cache for every contender alike
+        # the two floors alternate (best of 5 each) so that a burst of load hits both alike
+        t_zlib, t_isal, nbytes = float("inf"), float("inf"), 0
+        for _ in range(5):
+            t, nbytes = best_of(decompress_zlib, 1)
+            t_zlib = min(t_zlib, t)
+            if DECOMPRESSOR == "isal":
+                t_isal = min(t_isal, best_of(decompress_isal, 1)[0])
+        row("read + decompress only (zlib, 1 thread)", t_zlib, f"{nbytes / 2**20:.0f} MiB out")
+        e2e: dict[str, Any] = {
+            "n_cases": n_cases,
+            "shape": list(shape),
+            "decompressor": DECOMPRESSOR,
+            "decompress_zlib_s": t_zlib,
+        }
+        t_dec = t_zlib
+        if DECOMPRESSOR == "isal":
+            row(
+                "read + decompress only (ISA-L, 1 thread)",
+                t_isal,
+                f"{t_zlib / t_isal:.2f}x faster than zlib",
+            )
+            e2e["decompress_isal_s"] = t_isal
+            t_dec = min(t_isal, t_zlib)
+        print(
+            f"  floor = the faster of the two ({t_dec * 1000:.1f} ms); evaluator inflates with "
+            f"{DECOMPRESSOR}"
+        )
+        e2e["decompress_s"] = t_dec
         overlap = ("dice", "iou", "sensitivity", "specificity")
         for metrics, label in ((None, "all 8 metrics"), (overlap, "overlap metrics only")):
             for workers in (1, os.cpu_count() or 1):
@@ -209,15 +251,38 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
                 t, rep = best_of(
                     lambda o=opts: score("segmentation", ref_dir, pred_dir, options=o), 3
                 )
+                ratio = t / t_dec
                 row(
                     f"score(), {label}, {workers} thread(s)",
                     t,
-                    f"{t / t_dec:.2f}x decompress-only (target <= 1.5x)",
+                    f"{ratio:.2f}x floor, {t / t_zlib:.2f}x zlib-only (target <= 1.5x: "
+                    f"{'met' if ratio <= 1.5 else 'NOT met'})",
                 )
                 tag = "all" if metrics is None else "overlap"
                 e2e[f"{tag}_{workers}_threads_s"] = t
                 e2e[f"{tag}_{workers}_threads_ratio"] = t / t_dec
                 assert rep.meta["n_cases"] == n_cases
+        if DECOMPRESSOR != "zlib":
+            # the same scoring with the evaluator's inflater switched to zlib (the fallback when
+            # python-isal is not installed), for a before/after in one run
+            import evaluator.readers.masks as masks_module
+
+            saved = masks_module._INFLATER
+            masks_module._INFLATER = zlib
+            try:
+                for workers in (1, os.cpu_count() or 1):
+                    opts = ScoreOptions(workers=workers, bootstrap=1000)
+                    t, _rep = best_of(
+                        lambda o=opts: score("segmentation", ref_dir, pred_dir, options=o), 3
+                    )
+                    row(
+                        f"score(), all 8 metrics, {workers} thread(s), zlib inflater",
+                        t,
+                        f"{t / t_dec:.2f}x floor, {t / t_zlib:.2f}x zlib-only",
+                    )
+                    e2e[f"all_{workers}_threads_zlib_inflater_s"] = t
+            finally:
+                masks_module._INFLATER = saved
         results["end_to_end"] = e2e
 
 

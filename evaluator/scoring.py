@@ -15,17 +15,18 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from evaluator._version import __version__
 from evaluator.aggregation import aggregate_cases
+from evaluator.case_table import CaseTable
 from evaluator.errors import InvalidReference, InvalidSubmission
 from evaluator.metrics.classification import (
     BINARY_METRIC_NAMES,
@@ -53,6 +54,8 @@ from evaluator.stats.intervals import (
 __all__ = ["ScoreOptions", "ScoreReport", "score"]
 
 Task = Literal["classification", "segmentation"]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _MAX_LISTED = 5
 
 
@@ -108,11 +111,13 @@ class ScoreReport:
     """The result of :func:`score`; :meth:`to_json` gives the ``metrics.json`` content."""
 
     aggregates: dict[str, float | None]
-    cases: dict[str, dict[str, float | None]]
+    # ``{case_id: {metric: value}}``: a CaseTable (columns) or a plain dict
+    cases: Mapping[str, dict[str, float | None]]
     meta: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"aggregates": self.aggregates, "cases": self.cases, "meta": self.meta}
+        cases = self.cases.to_dict() if isinstance(self.cases, CaseTable) else dict(self.cases)
+        return {"aggregates": self.aggregates, "cases": cases, "meta": self.meta}
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -347,6 +352,16 @@ class _CaseResult:
     pred_display: str
 
 
+def _load_case(
+    case_id: str, ref_file: CaseFile, preds: _PredictionMasks | None, options: ScoreOptions
+) -> tuple[Mask, Mask | None]:
+    """Read and decode one case's reference and prediction (each file read once)."""
+    ref = _decode(ref_file, "reference", options.limits)
+    if preds is None:
+        return ref, None
+    return ref, preds.decode(case_id, ref.grid.shape)
+
+
 def _score_case(
     case_id: str,
     ref_file: CaseFile,
@@ -355,16 +370,27 @@ def _score_case(
     metric_names: Collection[str],
     kd_workers: int = -1,
 ) -> _CaseResult:
-    ref = _decode(ref_file, "reference", options.limits)
+    ref, pred = _load_case(case_id, ref_file, preds, options)
+    return _score_loaded(case_id, ref, pred, preds, options, metric_names, kd_workers)
+
+
+def _score_loaded(
+    case_id: str,
+    ref: Mask,
+    pred: Mask | None,
+    preds: _PredictionMasks | None,
+    options: ScoreOptions,
+    metric_names: Collection[str],
+    kd_workers: int = -1,
+) -> _CaseResult:
     spacing = _spacing_of(ref.grid)
     diagonal = float(
         math.sqrt(sum((n * s) ** 2 for n, s in zip(ref.grid.shape, spacing, strict=True)))
     )
-    if preds is None:
+    if preds is None or pred is None:
         present = {lab for lab in range(1, ref.max + 1) if np.any(ref.data == lab)}
         return _CaseResult(case_id, {}, present, set(), diagonal, "")
     display = preds.names[case_id]
-    pred = preds.decode(case_id, ref.grid.shape)
     _check_grid(ref.grid, pred.grid, display, case_id)
     declared = options.labels
     if declared is not None and pred.max > max(declared, default=0):
@@ -416,6 +442,48 @@ def _labels_to_count(ref: Mask, pred: Mask, top: int, display: str, case_id: str
     return sorted(present)
 
 
+#: cases a lone scoring thread's reader decodes ahead of it (bounds the memory held)
+_PREFETCH = 2
+
+
+def _run_pipelined(
+    ids: Sequence[str],
+    load: Callable[[str], _T],
+    compute: Callable[[str, _T], _R],
+    workers: int,
+) -> list[_R]:
+    """``[compute(i, load(i)) for i in ids]`` with reading and inflating (which release the GIL)
+    overlapped with scoring.
+
+    With one worker, a reader thread decodes the next :data:`_PREFETCH` cases while the calling
+    thread scores the current one. With more, each of ``workers`` threads loads and scores whole
+    cases, so that one thread's inflating overlaps another's scoring (a separate reader thread
+    there only adds hand-offs). Results are in ``ids`` order, and so is the error raised: the one
+    of the first case (in order) whose loading or scoring fails, as in a sequential loop.
+    """
+    if len(ids) <= 1:
+        return [compute(i, load(i)) for i in ids]
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scanbench-score") as pool:
+            return list(pool.map(lambda i: compute(i, load(i)), ids))
+    results: list[_R] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanbench-read") as reader:
+        loads: dict[int, Future[_T]] = {
+            k: reader.submit(load, ids[k]) for k in range(min(_PREFETCH, len(ids)))
+        }
+        try:
+            for k, cid in enumerate(ids):
+                loaded = loads.pop(k).result()
+                if k + _PREFETCH < len(ids):
+                    loads[k + _PREFETCH] = reader.submit(load, ids[k + _PREFETCH])
+                results.append(compute(cid, loaded))
+                del loaded
+        finally:
+            for f in loads.values():
+                f.cancel()
+    return results
+
+
 def _score_segmentation(reference: Path, predictions: Path, options: ScoreOptions) -> ScoreReport:
     metric_names = list(options.metrics or SEGMENTATION_METRIC_NAMES)
     for m in metric_names:
@@ -432,17 +500,23 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
         scored = _scored_ids(list(refs.files), options.case_ids)
         workers = max(1, options.workers or min(4, os.cpu_count() or 1))
 
-        def run(cid: str) -> _CaseResult:
-            pf = None if cid in missing else preds
-            # cases run in parallel already: one thread per nearest-neighbour query
-            kd_workers = 1 if workers > 1 else -1
-            return _score_case(cid, refs.files[cid], pf, options, metric_names, kd_workers)
-
-        if workers > 1 and len(scored) > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(run, scored))
-        else:
-            results = [run(cid) for cid in scored]
+        results = _run_pipelined(
+            scored,
+            lambda cid: _load_case(
+                cid, refs.files[cid], None if cid in missing else preds, options
+            ),
+            lambda cid, loaded: _score_loaded(
+                cid,
+                loaded[0],
+                loaded[1],
+                None if cid in missing else preds,
+                options,
+                metric_names,
+                # cases run in parallel already: one thread per nearest-neighbour query
+                1 if workers > 1 else -1,
+            ),
+            workers,
+        )
 
     if options.labels is not None:
         labels = sorted({int(lab) for lab in options.labels if int(lab) != 0})
@@ -637,19 +711,23 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
 
     missing = set(_check_ids(ref.case_ids, pred.case_ids, pred_display, options.on_missing))
     scored = _scored_ids(ref.case_ids, options.case_ids)
-    ref_index = {c: i for i, c in enumerate(ref.case_ids)}
-    pred_index = {c: i for i, c in enumerate(pred.case_ids)}
+    ref_index, pred_index = ref.index, pred.index
     k = len(ref.classes)
-    y = np.array([ref.labels[ref_index[c]] for c in scored], dtype=np.int64)
-    probs = np.empty((len(scored), k))
-    for i, c in enumerate(scored):
-        if c in missing:
-            # worst prediction: all probability on a wrong class
-            wrong = (ref.classes.index(int(y[i])) + 1) % k
-            probs[i] = 0.0
-            probs[i, wrong] = 1.0
-        else:
-            probs[i] = pred.probs[pred_index[c]]
+    n = len(scored)
+    ref_pos = np.fromiter((ref_index[c] for c in scored), dtype=np.intp, count=n)
+    pred_pos = np.fromiter((pred_index.get(c, -1) for c in scored), dtype=np.intp, count=n)
+    y = np.asarray(ref.labels, dtype=np.int64)[ref_pos]
+    absent = pred_pos < 0
+    if len(pred.case_ids):
+        probs = np.asarray(pred.probs, dtype=np.float64)[np.maximum(pred_pos, 0)]
+    else:
+        probs = np.zeros((n, k))
+    if absent.any():
+        # worst prediction for a missing case: all probability on a wrong class
+        rows = np.flatnonzero(absent)
+        cls_pos = np.searchsorted(np.asarray(ref.classes), y[rows])
+        probs[rows] = 0.0
+        probs[rows, (cls_pos + 1) % k] = 1.0
 
     binary = ref.binary
     level = options.confidence_level
@@ -719,19 +797,18 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             skip=set(intervals),
         )
     )
-    cases: dict[str, dict[str, float | None]] = {}
-    for i, c in enumerate(scored):
-        row: dict[str, float | None] = {"correct": float(correct[i])}
-        if not pred.hard_labels:
-            row["brier"] = float(per_case_brier[i])
-        # The probabilities scored (worst values for missing cases included): set-level metrics
-        # (AUC, sensitivity, ...) are recomputed from them on resamples for rank intervals.
-        if binary:
-            row["p/1"] = float(probs[i, 1])
-        else:
-            for j, cls in enumerate(ref.classes):
-                row[f"p/{cls}"] = float(probs[i, j])
-        cases[c] = row
+    # One column per value, in case order (evaluator.case_table): the probabilities scored
+    # (worst values for missing cases included) are kept so that set-level metrics (AUC,
+    # sensitivity, ...) can be recomputed on resamples for rank intervals.
+    columns: dict[str, Any] = {"correct": correct.astype(np.float64)}
+    if not pred.hard_labels:
+        columns["brier"] = per_case_brier
+    if binary:
+        columns["p/1"] = probs[:, 1]
+    else:
+        for j, cls in enumerate(ref.classes):
+            columns[f"p/{cls}"] = probs[:, j]
+    cases = CaseTable(scored, columns)
     aggregates = {m: _finite_or_none(v) for m, v in values.items()}
     undefined_reason = {
         m: "hard-label predictions carry no scores"

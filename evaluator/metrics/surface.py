@@ -152,12 +152,19 @@ def _nearest(
     padded[tuple(slice(int(p), int(p + m)) for p, m in zip(pad, shape, strict=True))] = sq_mask
     flat = padded.reshape(-1)
     strides = np.array([math.prod(padded.shape[k + 1 :]) for k in range(ndim)], dtype=np.intp)
-    local = ip - lo + pad
-    inside = np.all((local >= pad) & (local < shape + pad), axis=1)
+    local = ip - (lo - pad)
+    # axis by axis on columns: integer matmul and n x ndim boolean reductions are slow in numpy
+    inside = np.ones(n, dtype=np.bool_)
     # farther than one reach outside the box along some axis k means farther than
     # (reach_k + 1) * spacing_k > radius from all of Q: straight to the tree
-    within = np.all((local >= reach) & (local < shape + pad + reach), axis=1)
-    lin_all = np.where(within[:, None], local, 0) @ strides
+    within = np.ones(n, dtype=np.bool_)
+    lin_all = np.zeros(n, dtype=np.intp)
+    for k in range(ndim):
+        col = local[:, k]
+        inside &= (col >= pad[k]) & (col < shape[k] + pad[k])
+        within &= (col >= reach[k]) & (col < shape[k] + pad[k] + reach[k])
+        lin_all += col * strides[k]
+    lin_all[~within] = 0
     # distance 0: on both surfaces
     zero = np.zeros(n, dtype=np.bool_)
     zero[inside] = flat[lin_all[inside]]

@@ -1,9 +1,15 @@
 """Decoding one mask file (NIfTI, NRRD, PNG, NumPy) into an integer label array and its grid.
 
 NIfTI is decoded without nibabel's file machinery: the gzip stream is inflated in one call into
-a buffer of the size the gzip trailer announces, the header is parsed by nibabel's header class,
-and the voxels are a zero-copy ``numpy.frombuffer`` view. That keeps reading a mask within a few
-percent of the time zlib takes to inflate it.
+a buffer of exactly the size the file's own header declares (checked against the limits first),
+the header is parsed by nibabel's header class, and the voxels are a zero-copy
+``numpy.frombuffer`` view. That keeps reading a mask within a few percent of the time the
+inflater takes.
+
+The inflater is ISA-L's (``isal.isal_zlib``, the python-isal package; two to three times faster
+than zlib on masks) when it is installed, else the standard library's ``zlib``: both have the same
+``decompressobj`` API, release the GIL while inflating and honour ``max_length`` exactly, so the
+size limits below hold with either. :data:`DECOMPRESSOR` names the one in use.
 """
 
 from __future__ import annotations
@@ -18,7 +24,37 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Grid", "Mask", "MaskDecodeError", "ShapeMismatch", "decode_mask", "gunzip"]
+__all__ = [
+    "DECOMPRESSOR",
+    "Grid",
+    "Mask",
+    "MaskDecodeError",
+    "ShapeMismatch",
+    "decode_mask",
+    "gunzip",
+]
+
+
+def _load_inflater() -> tuple[Any, str]:
+    """ISA-L's zlib-compatible module when importable, else the standard library's zlib."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib, "zlib"
+    return isal_zlib, "isal"
+
+
+_INFLATER, DECOMPRESSOR = _load_inflater()
+
+
+def _decompressobj() -> Any:
+    """A decompressor for one gzip member (``wbits=31``) from the inflater in use."""
+    return _INFLATER.decompressobj(wbits=31)
+
+
+def _inflate_errors() -> tuple[type[Exception], ...]:
+    return (zlib.error, _INFLATER.error)
+
 
 DEFAULT_MAX_VOXEL_BYTES = 4 << 30
 
@@ -63,10 +99,10 @@ def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_VOXEL_BYTES) -> bytes:
     total = 0
     rest = data
     while rest:
-        d = zlib.decompressobj(wbits=31)
+        d = _decompressobj()
         try:
             chunk = d.decompress(rest, max_bytes + 1 - total)
-        except zlib.error as exc:
+        except _inflate_errors() as exc:
             raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
         total += len(chunk)
         if total > max_bytes or d.unconsumed_tail:
@@ -84,10 +120,10 @@ def _inflate_upto(data: bytes, n: int) -> bytes:
     """The first (at most) ``n`` bytes of a gzip stream's first member; for reading a header."""
     if not data.startswith(b"\x1f\x8b"):
         raise MaskDecodeError("not gzip data")
-    d = zlib.decompressobj(wbits=31)
+    d = _decompressobj()
     try:
         out = d.decompress(data, n)
-    except zlib.error as exc:
+    except _inflate_errors() as exc:
         raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
     if len(out) < n and not d.eof:
         raise MaskDecodeError("truncated gzip data")
@@ -108,10 +144,10 @@ def _inflate_exact(data: bytes, needed: int, max_bytes: int) -> bytes:
     while rest and total < needed:
         if not rest.startswith(b"\x1f\x8b"):
             raise MaskDecodeError("not gzip data")
-        d = zlib.decompressobj(wbits=31)
+        d = _decompressobj()
         try:
             chunk = d.decompress(rest, needed - total)
-        except zlib.error as exc:
+        except _inflate_errors() as exc:
             raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
         total += len(chunk)
         out.append(chunk)
