@@ -146,7 +146,9 @@ def leaderboard_for_phase(
 def submission_rows_for_user(*, user: Any, phase: Phase, limit: int = 50) -> list[dict[str, Any]]:
     """The user's latest submissions to a phase, each with its newest attempt and that
     attempt's public result (aggregates only: per-case values are never loaded here)."""
-    results = Prefetch("results", queryset=Result.objects.filter(part="public").defer("cases"))
+    results = Prefetch(
+        "results", queryset=Result.objects.filter(part="public").defer("case_values")
+    )
     evaluations = Prefetch(
         "evaluations", queryset=Evaluation.objects.order_by("-attempt").prefetch_related(results)
     )

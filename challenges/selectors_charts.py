@@ -25,6 +25,7 @@ from challenges.services.charts import (
     rank_intervals_svg,
     steps_over_time_svg,
 )
+from evaluator.case_table import CaseTable
 
 #: The history drawn: the latest snapshots only, so that a busy board stays fast to draw.
 SNAPSHOT_LIMIT = 500
@@ -165,12 +166,12 @@ def _case_distributions(
     results = dict(
         Result.objects.filter(
             evaluation_id__in=[e.evaluation_id for e in leaders], part=part
-        ).values_list("evaluation_id", "cases")
+        ).values_list("evaluation_id", "case_values")
     )
     boxes: list[BoxStats] = []
     for entry in leaders:
-        cases = results.get(entry.evaluation_id) or {}
-        values = [v.get(metric) if isinstance(v, dict) else None for v in cases.values()]
+        raw = results.get(entry.evaluation_id)
+        values = list(CaseTable.from_bytes(raw).column(metric).values()) if raw else []
         stats = box_stats(entry.display_name, values)
         if stats is not None:
             boxes.append(stats)

@@ -249,7 +249,7 @@ def _metric_rows(results: list[Result], order: list[str]) -> list[tuple[str, Any
 
 
 def _result_view(result: Result) -> ResultView:
-    cases = result.cases or {}
+    cases = result.cases
     ids = sorted(cases)[:CASE_ROWS_SHOWN]
     return ResultView(result=result, cases=[(c, cases[c]) for c in ids], n_cases=len(cases))
 
@@ -364,7 +364,7 @@ def _export_results(challenge: Challenge) -> QuerySet[Result]:
 def results_export_rows(*, challenge: Challenge) -> Iterator[list[Any]]:
     """One row per (submission, attempt, part, metric) with the aggregate value, read in
     chunks without the per-case values."""
-    for result in _export_results(challenge).defer("cases").iterator(chunk_size=500):
+    for result in _export_results(challenge).defer("case_values").iterator(chunk_size=500):
         evaluation = result.evaluation
         submission = evaluation.submission
         head = [

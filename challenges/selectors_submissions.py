@@ -143,20 +143,19 @@ def _part_view(result: Result, *, task: str, order: list[str]) -> PartView:
 
 
 def _case_results(result: Result, *, task: str, order: list[str]) -> CaseResults:
-    cases: dict[str, dict[str, Any]] = result.cases or {}
-    keys: set[str] = set()
-    for values in cases.values():
-        keys.update(values)
+    cases = result.cases
+    keys = set(cases.metrics)
     metrics = [m for m in order if m in keys] + sorted(
         k for k in keys if k not in order and "/" not in k
     )
     missing = {str(c) for c in (result.meta or {}).get("missing_cases") or []}
     ids = sorted(cases)
+    columns = {m: cases.column(m) for m in metrics}
+    values = {m: [_finite(columns[m][c]) for c in ids] for m in metrics}
     rows = [
-        (case_id, [_finite(cases[case_id].get(m)) for m in metrics], case_id in missing)
-        for case_id in ids[:CASE_ROWS_SHOWN]
+        (case_id, [values[m][i] for m in metrics], case_id in missing)
+        for i, case_id in enumerate(ids[:CASE_ROWS_SHOWN])
     ]
-    values = {m: [_finite(cases[c].get(m)) for c in ids] for m in metrics}
     return CaseResults(
         metrics=metrics,
         rows=rows,

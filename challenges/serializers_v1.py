@@ -243,7 +243,7 @@ class EvaluationV1Serializer(serializers.ModelSerializer[Evaluation]):
                 "n_cases": int(meta.get("n_cases") or len(result.cases or {})),
             }
             if result.part == "public" and (ctx["organizer"] or phase.case_results_visible()):
-                part["cases"] = json_safe(result.cases or {})
+                part["cases"] = json_safe(result.cases.to_dict())
             out[result.part] = part
         return out
 

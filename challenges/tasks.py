@@ -65,6 +65,14 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
 
 
 @scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
+def leaderboard_ranges(*, phase_id: int) -> None:
+    """Rank ranges and tiers of a phase's board, once it is quiet (off the scoring path)."""
+    from challenges.services.leaderboards import leaderboard_ranges as ranges
+
+    ranges(phase_id=phase_id)
+
+
+@scanbench_task(queue="cpu", time_limit=600, autoretry_for=TRANSIENT)
 def leaderboard_update(*, phase_id: int, requested_at: str | None = None) -> None:
     """Recompute a phase's leaderboard; skipped if a later recomputation already ran."""
     from django.utils.dateparse import parse_datetime

@@ -316,6 +316,11 @@ SCANBENCH_REAPER_INTERVAL_S = env.float("SCANBENCH_REAPER_INTERVAL_S", default=1
 SCANBENCH_LIVE_BOOTSTRAP = env.int("SCANBENCH_LIVE_BOOTSTRAP", default=0)
 # Resamples for the leaderboard's rank intervals (computed by leaderboard_update).
 SCANBENCH_RANK_BOOTSTRAP = env.int("SCANBENCH_RANK_BOOTSTRAP", default=1000)
+# Rank ranges and tiers (bootstrap over cases) are computed off the scoring path: once no new
+# result arrived for SCANBENCH_RANGES_QUIET_S, or at the latest SCANBENCH_RANGES_MAX_WAIT_S
+# after the first result they lack.
+SCANBENCH_RANGES_QUIET_S = env.float("SCANBENCH_RANGES_QUIET_S", default=10.0)
+SCANBENCH_RANGES_MAX_WAIT_S = env.float("SCANBENCH_RANGES_MAX_WAIT_S", default=120.0)
 # Leaderboard history: at most one snapshot per part and interval on a busy board.
 SCANBENCH_SNAPSHOT_INTERVAL_S = env.int("SCANBENCH_SNAPSHOT_INTERVAL_S", default=60)
 CELERY_BEAT_SCHEDULE["evaluations-reap"] = {

@@ -1,6 +1,10 @@
+from collections.abc import Mapping
+from typing import cast
+
 from django.db import models
 
 from challenges.models.submission import Submission
+from evaluator.case_table import CaseTable, as_case_table
 
 
 class EvaluationState(models.TextChoices):
@@ -116,15 +120,20 @@ class Evaluation(models.Model):
 class Result(models.Model):
     """Metrics of one evaluation on one leaderboard part of the test set.
 
-    Per-case values are kept (bootstrap intervals, significance tests, re-ranking) as one JSON
-    document per result, ``{case_id: {metric: value}}``, rather than one row per case: the
-    leaderboard reads every entry's per-case values at once, and a 10,000-case submission would
-    otherwise write 20,000 rows. Written once per evaluation and part (unique constraint)."""
+    Per-case values are kept (bootstrap intervals, significance tests, re-ranking) as one
+    binary columnar document per result (:mod:`evaluator.case_table`: the case ids, then one
+    array per metric) rather than one row per case or a JSON object: the leaderboard reads whole
+    columns at once, and a 10,000-case submission writes about 190 KB instead of 20,000 rows
+    or 900 KB of JSON text. ``result.cases`` reads and writes them as ``{case_id: {metric:
+    value}}`` (a :class:`~evaluator.case_table.CaseTable`). Written once per evaluation and
+    part (unique constraint)."""
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
     part = models.CharField(max_length=8, choices=[("public", "Public"), ("private", "Private")])
     aggregates = models.JSONField(default=dict)
-    cases = models.JSONField(default=dict)
+    case_values = models.BinaryField(
+        default=bytes, help_text="Per-case values, evaluator.case_table's binary format."
+    )
     meta = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -135,3 +144,20 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.part} result of {self.evaluation}"
+
+    @property
+    def cases(self) -> CaseTable:
+        """The per-case values (decoded once per instance)."""
+        raw = self.case_values
+        cached = self.__dict__.get("_cases")
+        if cached is not None and cached[0] is raw:
+            return cast(CaseTable, cached[1])
+        table = CaseTable.from_bytes(raw) if raw else CaseTable([], {})
+        self.__dict__["_cases"] = (raw, table)
+        return table
+
+    @cases.setter
+    def cases(self, value: Mapping[str, Mapping[str, float | None]] | None) -> None:
+        table = as_case_table(value)
+        self.case_values = table.to_bytes() if len(table) or table.metrics else b""
+        self.__dict__["_cases"] = (self.case_values, table)

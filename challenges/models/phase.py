@@ -138,6 +138,20 @@ class Phase(models.Model):
     leaderboard_computed_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Start of the last leaderboard update."
     )
+    ranges_pending_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="First new result whose rank ranges are not computed yet (none pending: "
+        "empty). The ranges are computed off the scoring path, once the board is quiet.",
+    )
+    ranges_due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the pending rank ranges are computed: pushed back by each new result, "
+        "up to SCANBENCH_RANGES_MAX_WAIT_S after the first.",
+    )
 
     class Meta:
         ordering = ["challenge", "opens_at"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -352,17 +353,23 @@ def evaluation_finish(
     )
     if evaluation.state != EvaluationState.SCORING or not _holds(evaluation, lease_owner):
         return False
+    t0 = time.perf_counter()
+    rows = []
     for part, report in results.items():
-        Result.objects.create(
-            evaluation=evaluation,
-            part=part,
-            aggregates=report["aggregates"],
-            cases=report["cases"],
-            meta=report["meta"],
+        row = Result(
+            evaluation=evaluation, part=part, aggregates=report["aggregates"], meta=report["meta"]
         )
+        row.cases = report["cases"]  # a CaseTable or a plain mapping, stored as columns
+        rows.append(row)
+    Result.objects.bulk_create(rows)
     _move(evaluation, EvaluationState.SUCCEEDED)
     evaluation.finished_at = timezone.now()
-    evaluation.timings = {**evaluation.timings, **timings}
+    stages = {"store_s": time.perf_counter() - t0}
+    if evaluation.enqueued_at and evaluation.started_at:
+        # queue wait of the last step: sent (or handed over) -> taken up by a worker
+        wait = (evaluation.started_at - evaluation.enqueued_at).total_seconds()
+        stages["queued_s"] = max(0.0, wait)
+    evaluation.timings = {**evaluation.timings, **timings, **stages}
     evaluation.message = scored_message(
         results,
         name_cases=evaluation.submission.phase.submission_kind == SubmissionKind.PREDICTIONS,
@@ -498,7 +505,8 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
       step was delivered ``SCANBENCH_MAX_DELIVERIES`` times. A lease that is still renewed is
       never touched, however long the step runs;
     * running or scoring with no holder (handed on, or let go by a delivery that raised) for
-      longer than ``SCANBENCH_REQUEUE_AFTER_S``: send it again, or fail it at the cap.
+      longer than ``SCANBENCH_REQUEUE_AFTER_S``: send it again, or fail it at the cap;
+    * rank ranges overdue (their task was lost): send them again.
     """
     now = now or timezone.now()
     requeue_before = now - timedelta(seconds=settings.SCANBENCH_REQUEUE_AFTER_S)
@@ -542,4 +550,7 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
             ev.save(update_fields=["enqueued_at", *_clear_lease(ev)])
             _send_on_commit(ev.pk)
             counts["retaken" if lapsed else "resent"] += 1
+    from challenges.services.leaderboards import leaderboard_ranges_resend
+
+    counts["ranges_resent"] = leaderboard_ranges_resend(now=now)
     return counts

@@ -11,9 +11,10 @@ snapshot.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from challenges.models import (
@@ -38,9 +40,12 @@ from challenges.models import (
 )
 from challenges.models.phase import Direction, EntrySelection, RankingScheme
 from evaluator import ranking
+from evaluator.case_table import CaseTable
 from evaluator.metrics.classification import BINARY_METRIC_NAMES
 from evaluator.metrics.registry import Task
 from evaluator.ranking_sets import FAST_SET_METRICS, SetEntry, set_metric_bootstrap
+
+logger = logging.getLogger(__name__)
 
 PARTS = ("public", "private")
 # Metrics whose aggregate is the mean of per-case values: only these get bootstrap rank
@@ -94,67 +99,108 @@ def _set_level_resamples(phase: Phase, n_entries: int, n_cases: int) -> int:
 
 @dataclass
 class _Candidate:
+    """A submission's newest successful result in one part. Built light for every submission
+    (ids, entrant and the primary score, read from the database as text: no JSON document is
+    parsed); the rest is filled in by :func:`_hydrate` only for the rows that make the board."""
+
     result_id: int
     evaluation_id: int
     submission_id: int
-    created_at: datetime
     entrant: str
-    display_name: str
     participant_id: int | None
     team_id: int | None
     is_baseline: bool
-    aggregates: dict[str, Any]
-    meta_intervals: dict[str, Any]
-    worst_filled: int
+    primary: float | None
+    created_at: datetime | None = None
+    display_name: str = ""
+    aggregates: dict[str, Any] | None = None
+    meta_intervals: dict[str, Any] = field(default_factory=dict)
+    worst_filled: int = 0
 
     def score(self, metric: str) -> float | None:
+        if self.aggregates is None:
+            return self.primary  # only the primary metric is known before _hydrate
         v = self.aggregates.get(metric)
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _candidates(phase: Phase, part: str, only: Q | None = None) -> list[_Candidate]:
-    """The newest successful attempt of every submission (of one entrant, with ``only``),
-    aggregates only (no per-case data)."""
+def _number(text: Any) -> float | None:
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+# result, evaluation, submission, participant (None for a baseline), team, baseline?, primary
+_Light = tuple[int, int, int, int | None, int | None, bool, float | None]
+
+
+def _candidates(phase: Phase, only: Q | None = None) -> dict[str, dict[str, list[_Light]]]:
+    """The newest successful attempt of every submission (of one entrant, with ``only``), by
+    part and entrant, in submission order (created, then id): ids and the primary score only,
+    as plain tuples (100,000 of them cost little), both parts in one query."""
     rows = (
         Result.objects.filter(
-            part=part,
             evaluation__state=EvaluationState.SUCCEEDED,
             evaluation__submission__phase=phase,
         )
         .filter(only or Q())
-        .order_by("evaluation__submission_id", "-evaluation__attempt")
+        .annotate(primary=KeyTextTransform(phase.primary_metric, "aggregates"))
+        .order_by(
+            "evaluation__submission__created_at", "evaluation__submission_id",
+            "-evaluation__attempt",
+        )
         .values_list(
-            "pk", "evaluation_id", "evaluation__submission_id",
-            "evaluation__submission__created_at", "evaluation__submission__participant_id",
-            "evaluation__submission__participant__username", "evaluation__submission__team_id",
-            "evaluation__submission__team__name", "evaluation__submission__is_baseline",
-            "evaluation__submission__baseline_name",
-            "aggregates", "meta__intervals", "meta__worst_filled",
+            "part", "pk", "evaluation_id", "evaluation__submission_id",
+            "evaluation__submission__participant_id", "evaluation__submission__team_id",
+            "evaluation__submission__is_baseline", "evaluation__submission__baseline_name",
+            "primary",
         )
     )  # fmt: skip
     hidden, out_users, out_teams = _exclusions(phase)
-    seen: set[int] = set()
-    out: list[_Candidate] = []
-    for pk, ev, sub, created, uid, uname, tid, tname, baseline, bname, agg, iv, wf in rows:
-        if sub in seen:  # an older attempt of a submission already taken
+    seen: set[tuple[str, int]] = set()
+    out: dict[str, dict[str, list[_Light]]] = {part: defaultdict(list) for part in PARTS}
+    for part, pk, ev, sub, uid, tid, baseline, bname, primary in rows:
+        if (part, sub) in seen:  # an older attempt of a submission already taken
             continue
-        seen.add(sub)
+        seen.add((part, sub))
         if sub in hidden or (tid is None and uid in out_users) or tid in out_teams:
             continue  # an organizer hid the submission or disqualified the entrant
         if baseline:
-            entrant, name = f"baseline:{bname}", bname
+            entrant = f"baseline:{bname}"
         elif tid is not None:
-            entrant, name = f"team:{tid}", tname
+            entrant = f"team:{tid}"
         else:
-            entrant, name = f"user:{uid}", uname
-        worst = max((int(v) for v in (wf or {}).values()), default=0)
-        out.append(
-            _Candidate(
-                pk, ev, sub, created, entrant, name, uid if not baseline else None, tid,
-                bool(baseline), agg or {}, iv or {}, worst,
-            )
-        )  # fmt: skip
+            entrant = f"user:{uid}"
+        who = None if baseline else uid
+        out.setdefault(part, defaultdict(list))[entrant].append(
+            (pk, ev, sub, who, tid, baseline, _number(primary))
+        )
     return out
+
+
+def _hydrate(candidates: list[_Candidate]) -> None:
+    """Fill in what a board row shows (name, aggregates, interval, worst-filled count, date)
+    for the chosen candidates: one query, whatever the number of submissions."""
+    by_pk = {c.result_id: c for c in candidates if c.aggregates is None}
+    if not by_pk:
+        return
+    rows = Result.objects.filter(pk__in=list(by_pk)).values_list(
+        "pk", "evaluation__submission__created_at",
+        "evaluation__submission__participant__username", "evaluation__submission__team__name",
+        "evaluation__submission__baseline_name", "aggregates", "meta__intervals",
+        "meta__worst_filled",
+    )  # fmt: skip
+    for pk, created, uname, tname, bname, agg, iv, wf in rows:
+        c = by_pk[pk]
+        c.created_at = created
+        c.display_name = bname if c.is_baseline else (tname if c.team_id is not None else uname)
+        c.aggregates = agg or {}
+        c.meta_intervals = iv or {}
+        c.worst_filled = max((int(v) for v in (wf or {}).values()), default=0)
 
 
 def _exclusions(phase: Phase) -> tuple[set[int], set[int], set[int]]:
@@ -178,39 +224,37 @@ def _exclusions(phase: Phase) -> tuple[set[int], set[int], set[int]]:
 def _per_case(result_ids: list[int], metric: str) -> dict[int, dict[str, float | None]]:
     """Per-case values of one metric for the given results (reads the JSON documents)."""
     out: dict[int, dict[str, float | None]] = {}
-    for pk, cases in Result.objects.filter(pk__in=result_ids).values_list("pk", "cases"):
-        out[pk] = {c: (v or {}).get(metric) for c, v in (cases or {}).items()}
+    for pk, raw in Result.objects.filter(pk__in=result_ids).values_list("pk", "case_values"):
+        out[pk] = CaseTable.from_bytes(raw).column(metric) if raw else {}
     return out
 
 
-def _select(phase: Phase, candidates: list[_Candidate]) -> dict[str, tuple[_Candidate, int]]:
+def _select(phase: Phase, by_entrant: dict[str, list[_Light]]) -> dict[str, tuple[_Candidate, int]]:
     """One candidate per entrant (and how many they have), as the phase chooses."""
-    by_entrant: dict[str, list[_Candidate]] = defaultdict(list)
-    for c in candidates:
-        by_entrant[c.entrant].append(c)
     higher = phase.primary_direction == Direction.HIGHER
     metric = phase.primary_metric
     chosen: dict[str, tuple[_Candidate, int]] = {}
     for entrant, cs in by_entrant.items():
-        cs.sort(key=lambda c: (c.created_at, c.submission_id))
+        # cs is in submission order (created, then id), as _candidates reads it
         if phase.entry_selection == EntrySelection.LATEST:
             pick = cs[-1]
         elif phase.use_ladder and len(cs) > 1:
-            per_case = _per_case([c.result_id for c in cs], metric)
+            per_case = _per_case([c[0] for c in cs], metric)
             steps = ranking.ladder(
-                [(str(c.result_id), per_case.get(c.result_id, {})) for c in cs],
-                higher_is_better=higher,
+                [(str(c[0]), per_case.get(c[0], {})) for c in cs], higher_is_better=higher
             )
-            best_id = int(steps[-1].best) if steps and steps[-1].best else cs[0].result_id
-            pick = next(c for c in cs if c.result_id == best_id)
+            best_id = int(steps[-1].best) if steps and steps[-1].best else cs[0][0]
+            pick = next(c for c in cs if c[0] == best_id)
         else:
-
-            def key(c: _Candidate) -> tuple[int, float]:
-                s = c.score(metric)
-                return (0, 0.0) if s is None else (1, s if higher else -s)
-
-            pick = max(cs, key=key)  # earliest wins ties: max keeps the first maximum
-        chosen[entrant] = (pick, len(cs))
+            # the best primary score; the earliest wins ties, a missing score loses
+            pick, best = cs[0], cs[0][6]
+            for c in cs[1:]:
+                s = c[6]
+                if s is not None and (best is None or (s > best if higher else s < best)):
+                    pick, best = c, s
+        pk, ev, sub, uid, tid, baseline, primary = pick
+        chosen[entrant] = (_Candidate(pk, ev, sub, entrant, uid, tid, baseline, primary), len(cs))
+    _hydrate([c for c, _n in chosen.values()])
     return chosen
 
 
@@ -272,7 +316,9 @@ def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, 
     (``p/k``) and the part's reference labels. Nothing is shown (an empty answer) when a result
     predates those per-case probabilities or lacks a case, or the board is too large."""
     results = list(
-        Result.objects.filter(pk__in=result_ids.values()).values_list("pk", "part", "cases", "meta")
+        Result.objects.filter(pk__in=result_ids.values()).values_list(
+            "pk", "part", "case_values", "meta"
+        )
     )
     parts = {r[1] for r in results}
     if len(parts) != 1 or len(results) != len(set(result_ids.values())):
@@ -295,11 +341,18 @@ def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, 
         return {}
     keys = ["p/1"] if len(classes) == 2 else [f"p/{k}" for k in classes]
     by_pk: dict[int, SetEntry] = {}
-    for pk, _part, cases, meta in results:
-        try:
-            probs = np.array([[cases[c][k] for k in keys] for c in sorted(labels)], dtype=float)
-        except (KeyError, TypeError):
+    wanted = sorted(labels)
+    for pk, _part, raw, meta in results:
+        table = CaseTable.from_bytes(raw) if raw else CaseTable([], {})
+        index = {c: i for i, c in enumerate(table.ids)}
+        columns = [table.column_array(k) for k in keys]
+        where = [index.get(c, -1) for c in wanted]
+        if any(col is None for col in columns) or min(where, default=0) < 0:
             return {}  # scored before per-case probabilities were kept, or a case is absent
+        pos = np.asarray(where, dtype=np.intp)
+        probs = np.stack([cast(np.ndarray, col)[pos] for col in columns], axis=1)
+        if np.isnan(probs).any():
+            return {}
         hard = (meta or {}).get("prediction_kind") == "label"
         by_pk[pk] = SetEntry(probs[:, 0] if len(keys) == 1 else probs, hard_labels=hard)
     stab, tiers = set_metric_bootstrap(
@@ -342,9 +395,14 @@ def leaderboard_update(
         ):
             return None
         phase.leaderboard_computed_at = timezone.now()  # before reading: sees all committed
-        phase.save(update_fields=["leaderboard_computed_at"])
+        # the rank ranges are computed here too: none stay pending
+        phase.ranges_pending_since = phase.ranges_due_at = None
+        phase.save(
+            update_fields=["leaderboard_computed_at", "ranges_pending_since", "ranges_due_at"]
+        )
+        candidates = _candidates(phase)
         for part in PARTS:
-            chosen_n = _select(phase, _candidates(phase, part))
+            chosen_n = _select(phase, candidates[part])
             chosen = {e: cn[0] for e, cn in chosen_n.items()}
             ranks, scores = _rank(phase, chosen)
             extra = _stability(phase, {e: c.result_id for e, c in chosen.items()})
@@ -353,11 +411,42 @@ def leaderboard_update(
                        extra=extra.get(e, {}))
                 for e, c in chosen.items()
             ]  # fmt: skip
-            LeaderboardEntry.objects.filter(phase=phase, part=part).delete()
-            LeaderboardEntry.objects.bulk_create(rows, batch_size=1000)
+            _write_rows(phase, part, rows)
             _snapshot(phase, part, rows, reason)
             counts[part] = len(rows)
     return counts
+
+
+_ROW_FIELDS = (
+    "entrant", "display_name", "participant_id", "team_id", "submission_id", "evaluation_id",
+    "is_baseline", "rank", "score", "score_ci_low", "score_ci_high", "rank_low", "rank_high",
+    "tier", "aggregates", "n_submissions", "n_worst_filled", "submitted_at",
+)  # fmt: skip
+
+
+def _write_rows(phase: Phase, part: str, rows: list[LeaderboardEntry]) -> None:
+    """Make the stored board equal to ``rows``, writing only what changed: a row whose every
+    shown value is the same is left alone (a recomputation after one re-evaluation rewrites a
+    few rows, not thousands); changed rows are replaced, vanished ones deleted."""
+    stored = {
+        values[0]: (pk, values)
+        for pk, *values in LeaderboardEntry.objects.filter(phase=phase, part=part).values_list(
+            "pk", *_ROW_FIELDS
+        )
+    }
+    gone: list[int] = []
+    new: list[LeaderboardEntry] = []
+    for row in rows:
+        old = stored.pop(row.entrant, None)
+        if old is not None and tuple(old[1]) == tuple(getattr(row, f) for f in _ROW_FIELDS):
+            continue
+        if old is not None:
+            gone.append(old[0])
+        new.append(row)
+    gone += [pk for pk, _values in stored.values()]
+    for i in range(0, len(gone), 5000):
+        LeaderboardEntry.objects.filter(pk__in=gone[i : i + 5000]).delete()
+    LeaderboardEntry.objects.bulk_create(new, batch_size=1000)
 
 
 def _entry(
@@ -365,6 +454,7 @@ def _entry(
     score: float | None, extra: dict[str, Any],
 ) -> LeaderboardEntry:  # fmt: skip
     low, high = _interval(c, phase.primary_metric)
+    assert c.aggregates is not None and c.created_at is not None  # _select hydrated it
     return LeaderboardEntry(
         phase=phase, part=part, entrant=e, display_name=c.display_name,
         participant_id=c.participant_id, team_id=c.team_id,
@@ -449,47 +539,136 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
     """Update a leaderboard for one new result: only its entrant's row is chosen again, then the
     board is re-ranked from the stored scores, so the cost does not grow with the number of
     evaluations in the phase. Phases ranked per case (rank-then-aggregate) or with the Ladder
-    fall back to the full recomputation."""
+    fall back to the full recomputation.
+
+    Rank ranges and tiers (a bootstrap over every entry and case: seconds on a large board) are
+    not computed here: the new row shows none until :func:`leaderboard_ranges` runs, off the
+    scoring path, once the board has been quiet for a while (:func:`_ranges_request`)."""
     evaluation = Evaluation.objects.select_related("submission").get(pk=evaluation_id)
     submission = evaluation.submission
     phase = Phase.objects.select_related("challenge").get(pk=submission.phase_id)
     if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
         return leaderboard_update(phase_id=phase.pk, reason="new result") or {}
     counts: dict[str, int] = {}
+    ranges = False
     with transaction.atomic():
         phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase.pk)
         higher = phase.primary_direction == Direction.HIGHER
+        candidates = _candidates(phase, _entrant_filter(submission))
         for part in PARTS:
-            chosen_n = _select(phase, _candidates(phase, part, _entrant_filter(submission)))
+            chosen_n = _select(phase, candidates[part])
             for e, (c, n) in chosen_n.items():
                 row = _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
                              extra={})  # fmt: skip
                 LeaderboardEntry.objects.filter(phase=phase, part=part, entrant=e).delete()
                 row.save()
             _rerank(phase, part, higher_is_better=higher)
-            stability = _stability_affordable(phase, part)
-            snapshot_due = _snapshot_due(phase, part)
-            if not (stability or snapshot_due):
-                counts[part] = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
-                continue
-            rows = list(
-                LeaderboardEntry.objects.filter(phase=phase, part=part).only(
-                    "pk", "entrant", "rank", "score", "evaluation_id"
+            if _per_case_mean(phase) or _set_level(phase):
+                ranges = True
+            if _snapshot_due(phase, part):
+                rows = list(
+                    LeaderboardEntry.objects.filter(phase=phase, part=part).only(
+                        "pk", "entrant", "rank", "score"
+                    )
                 )
-            )
-            if stability and len(rows) > 1:
-                result_ids = dict(
-                    Result.objects.filter(
-                        part=part, evaluation_id__in=[r.evaluation_id for r in rows]
-                    ).values_list("evaluation_id", "pk")
-                )
-                extra = _stability(phase, {r.entrant: result_ids[r.evaluation_id] for r in rows})
-                for r in rows:
-                    x = extra.get(r.entrant, {})
-                    r.rank_low, r.rank_high = x.get("rank_low"), x.get("rank_high")
-                    r.tier = x.get("tier")
-                LeaderboardEntry.objects.bulk_update(rows, ["rank_low", "rank_high", "tier"])
-            if snapshot_due:
                 _snapshot(phase, part, rows, "new result")
-            counts[part] = len(rows)
+                counts[part] = len(rows)
+            else:
+                counts[part] = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
+        if ranges:
+            _ranges_request(phase)
     return counts
+
+
+def _ranges_request(phase: Phase, *, now: datetime | None = None) -> None:
+    """Ask for the board's rank ranges to be computed again (inside the caller's transaction,
+    which holds the phase's row). Each new result pushes the computation back by
+    ``SCANBENCH_RANGES_QUIET_S``, never past ``SCANBENCH_RANGES_MAX_WAIT_S`` after the first
+    result still waiting: a burst of submissions shares one computation. Only the first request
+    sends a task; later ones move its due time."""
+    now = now or timezone.now()
+    quiet = timedelta(seconds=settings.SCANBENCH_RANGES_QUIET_S)
+    first = phase.ranges_pending_since is None
+    since = now if first else cast(datetime, phase.ranges_pending_since)
+    due = min(now + quiet, since + timedelta(seconds=settings.SCANBENCH_RANGES_MAX_WAIT_S))
+    Phase.objects.filter(pk=phase.pk).update(ranges_pending_since=since, ranges_due_at=due)
+    phase.ranges_pending_since, phase.ranges_due_at = since, due
+    if first:
+        phase_id = phase.pk
+        transaction.on_commit(lambda: _send_ranges(phase_id, settings.SCANBENCH_RANGES_QUIET_S))
+
+
+def _send_ranges(phase_id: int, countdown: float) -> None:
+    from challenges import tasks
+
+    try:
+        tasks.leaderboard_ranges.apply_async(
+            kwargs={"phase_id": phase_id}, countdown=max(0.0, countdown)
+        )
+    except Exception:  # the reaper sends it again (leaderboard_ranges_resend)
+        logger.exception("could not send the rank ranges of phase %s", phase_id)
+
+
+def leaderboard_ranges(*, phase_id: int, now: datetime | None = None) -> dict[str, int] | None:
+    """Compute the rank ranges and tiers of a phase's board (both parts), if they are due.
+
+    Returns None when nothing was due (another delivery did it) or the due time was pushed back
+    by newer results (then the task is sent again for the new time). The bootstrap runs without
+    holding the phase's lock, on the rows of that moment; a row that a new result replaced in
+    the meantime keeps no range until the next computation, which that result asked for."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase_id)
+        if phase.ranges_pending_since is None:
+            return None
+        due = phase.ranges_due_at or now
+        if due > now:
+            wait = (due - now).total_seconds()
+            transaction.on_commit(lambda: _send_ranges(phase_id, wait))
+            return None
+        phase.ranges_pending_since = phase.ranges_due_at = None
+        phase.save(update_fields=["ranges_pending_since", "ranges_due_at"])
+    counts: dict[str, int] = {}
+    for part in PARTS:
+        rows = list(
+            LeaderboardEntry.objects.filter(phase=phase, part=part).only(
+                "pk", "entrant", "evaluation_id"
+            )
+        )
+        extra: dict[str, dict[str, Any]] = {}
+        if len(rows) > 1 and _stability_affordable(phase, part):
+            result_ids = dict(
+                Result.objects.filter(
+                    part=part, evaluation_id__in=[r.evaluation_id for r in rows]
+                ).values_list("evaluation_id", "pk")
+            )
+            extra = _stability(
+                phase,
+                {
+                    r.entrant: result_ids[r.evaluation_id]
+                    for r in rows
+                    if r.evaluation_id in result_ids
+                },
+            )
+        for r in rows:
+            x = extra.get(r.entrant, {})
+            r.rank_low, r.rank_high, r.tier = x.get("rank_low"), x.get("rank_high"), x.get("tier")
+        # by primary key: a row replaced meanwhile has a new key and is left alone
+        LeaderboardEntry.objects.bulk_update(
+            rows, ["rank_low", "rank_high", "tier"], batch_size=500
+        )
+        counts[part] = len(extra)
+    return counts
+
+
+def leaderboard_ranges_resend(*, now: datetime | None = None) -> int:
+    """For the reaper: send again the ranges of phases whose computation is overdue (its task
+    was lost with a broker or a worker)."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=max(60.0, 2 * settings.SCANBENCH_RANGES_QUIET_S))
+    overdue = list(
+        Phase.objects.filter(ranges_due_at__lt=now - grace).values_list("pk", flat=True)[:100]
+    )
+    for pk in overdue:
+        _send_ranges(pk, 0.0)
+    return len(overdue)

@@ -21,6 +21,7 @@ from challenges.services.leaderboards import leaderboard_update
 from challenges.services.scoring import evaluation_score
 from challenges.services.submissions import SubmissionRefused, limits_for, submission_create
 from tests.factories import DatasetFactory, PhaseFactory, UserFactory, classification_phase
+from tests.helpers import compute_rank_ranges
 
 
 def test_fifty_concurrent_uploads_with_a_daily_limit_of_five_accept_exactly_five(
@@ -318,6 +319,10 @@ def test_incremental_update_gives_the_same_board_as_a_full_recomputation(tmp_pat
             )
         )  # fmt: skip
 
+    assert not any(row[6] is not None for row in board())  # ranges: off the scoring path
+    phase.refresh_from_db()
+    assert phase.ranges_pending_since is not None and phase.ranges_due_at is not None
+    assert compute_rank_ranges(phase) is not None
     incremental = board()
     assert len(incremental) == 8  # 4 entrants x 2 parts
     assert any(row[6] is not None for row in incremental)  # rank intervals are there

@@ -18,6 +18,7 @@ from challenges.services.scoring import evaluation_score
 from challenges.services.submissions import submission_create
 from evaluator.metrics.classification import binary_metrics
 from tests.factories import UserFactory, classification_phase
+from tests.helpers import compute_rank_ranges
 
 
 def _variant(preds: bytes, *, noise: float, seed: int, drop: int = 0) -> bytes:
@@ -49,6 +50,12 @@ def test_set_level_boards_get_rank_ranges_and_tiers(tmp_path, metric):
     good = _submit(phase, UserFactory(username="good"), body)
     _submit(phase, UserFactory(username="near"), _variant(body, noise=0.02, seed=1))
     _submit(phase, UserFactory(username="chance"), _variant(body, noise=1.0, seed=2))
+    # The rows are on the board at once; their ranges come from the computation a quiet board
+    # gets, off the scoring path.
+    fresh = LeaderboardEntry.objects.filter(phase=phase, part="public")
+    assert fresh.count() == 3 and not fresh.filter(rank_low__isnull=False).exists()
+    assert compute_rank_ranges(phase) == {"public": 3, "private": 3}
+    assert compute_rank_ranges(phase) is None  # nothing pending any more
     rows = {r.display_name: r for r in LeaderboardEntry.objects.filter(phase=phase, part="public")}
     assert set(rows) == {"good", "near", "chance"}
     for r in rows.values():

@@ -1,0 +1,170 @@
+"""Per-case values are stored as binary columns, and rank ranges are computed off the scoring
+path, once a board is quiet (issue 15). Real PostgreSQL; the tasks are called as a worker would."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from challenges.models import LeaderboardEntry, Phase, Result
+from challenges.services.leaderboards import (
+    _ranges_request,
+    leaderboard_apply_result,
+    leaderboard_ranges,
+    leaderboard_ranges_resend,
+)
+from challenges.services.scoring import evaluation_score
+from challenges.services.submissions import submission_create
+from evaluator import ScoreOptions, score
+from evaluator.case_table import MAGIC
+from tests.factories import UserFactory, classification_phase
+
+
+def _submit(phase, user, body: bytes):
+    submission = submission_create(user=user, phase=phase, file=SimpleUploadedFile("p.csv", body))
+    evaluation = submission.evaluations.get()
+    evaluation_score(evaluation_id=evaluation.pk)
+    leaderboard_apply_result(evaluation_id=evaluation.pk)
+    return evaluation
+
+
+@pytest.mark.django_db
+def test_stored_per_case_values_are_binary_and_equal_to_what_the_evaluator_computed(tmp_path):
+    phase, preds = classification_phase(tmp_path, n_cases=600, primary_metric="brier")
+    evaluation = _submit(phase, UserFactory(), preds.read_bytes())
+    evaluation.refresh_from_db()
+    assert evaluation.state == "succeeded"
+    # the worker's own clock, per stage (shown on the submission page, used by the benchmark)
+    assert {"score_public_s", "score_private_s", "store_s", "scoring_s"} <= set(evaluation.timings)
+    result = evaluation.results.get(part="public")
+    raw = bytes(result.case_values)
+    assert raw.startswith(MAGIC)
+    ids = sorted(result.cases)
+    expected = score(
+        "classification",
+        _reference(phase),
+        preds,
+        options=ScoreOptions(bootstrap=0, case_ids=ids, seed=phase.pk, on_missing="worst"),
+    )
+    assert result.cases.to_dict() == expected.to_json()["cases"]
+    as_json = json.dumps(result.cases.to_dict()).encode()
+    assert len(raw) < len(as_json) / 3
+    # the database holds the bytes, not a JSON document
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT octet_length(case_values) FROM challenges_result WHERE id = %s", [result.pk]
+        )
+        assert cursor.fetchone()[0] == len(raw)
+
+
+def _reference(phase):
+    from challenges.services.references import reference_for_phase
+
+    return reference_for_phase(phase=phase).path
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_moves_stored_json_values_to_columns_and_back(tmp_path):
+    phase, preds = classification_phase(tmp_path, n_cases=60, primary_metric="brier")
+    evaluation = _submit(phase, UserFactory(), preds.read_bytes())
+    before = {r.part: r.cases.to_dict() for r in evaluation.results.all()}
+    assert before["public"] and before["private"]
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("challenges")
+    try:
+        executor.migrate([("challenges", "0012_phase_gpu_queue")])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT part, cases FROM challenges_result WHERE evaluation_id = %s",
+                [evaluation.pk],
+            )
+            as_json = {
+                part: json.loads(cases) if isinstance(cases, str) else cases
+                for part, cases in cursor.fetchall()
+            }
+        assert as_json == before  # what an installation before this change stored
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(latest)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("challenges"))
+    after = {r.part: r.cases.to_dict() for r in Result.objects.filter(evaluation=evaluation)}
+    assert after == before
+
+
+@pytest.mark.django_db
+def test_rank_ranges_wait_for_a_quiet_board_and_never_past_the_cap(
+    tmp_path, django_capture_on_commit_callbacks
+):
+    phase, preds = classification_phase(tmp_path, n_cases=300, primary_metric="brier")
+    body = preds.read_bytes()
+    for name in ("a", "b", "c"):
+        _submit(phase, UserFactory(username=name), body)
+    assert not LeaderboardEntry.objects.filter(phase=phase, rank_low__isnull=False).exists()
+    phase.refresh_from_db()
+    quiet = timedelta(seconds=settings.SCANBENCH_RANGES_QUIET_S)
+    cap = timedelta(seconds=settings.SCANBENCH_RANGES_MAX_WAIT_S)
+    first = phase.ranges_pending_since
+    assert first is not None and phase.ranges_due_at is not None
+
+    # each new result pushes the computation back, never past the cap after the first
+    with django_capture_on_commit_callbacks() as sent:
+        _ranges_request(phase, now=first + quiet / 2)
+    assert sent == []  # one task per pending computation: later requests only move its time
+    phase.refresh_from_db()
+    assert phase.ranges_due_at == first + quiet / 2 + quiet
+    _ranges_request(phase, now=first + cap - quiet / 4)
+    phase.refresh_from_db()
+    assert phase.ranges_due_at == first + cap and phase.ranges_pending_since == first
+
+    # the task, arriving early, waits for the new time instead of computing
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert leaderboard_ranges(phase_id=phase.pk, now=first + quiet) is None
+    assert len(sent) == 1
+    assert not LeaderboardEntry.objects.filter(phase=phase, rank_low__isnull=False).exists()
+
+    # a lost task is sent again by the reaper once overdue
+    late = first + cap + timedelta(minutes=10)
+    assert leaderboard_ranges_resend(now=late) == 1
+
+    # once due, it computes every row's range and tier, and nothing stays pending
+    assert leaderboard_ranges(phase_id=phase.pk, now=first + cap) == {"public": 3, "private": 3}
+    rows = LeaderboardEntry.objects.filter(phase=phase)
+    assert all(r.rank_low is not None and r.tier is not None for r in rows)
+    assert all(r.rank_low <= r.rank <= r.rank_high for r in rows)
+    phase = Phase.objects.get(pk=phase.pk)
+    assert phase.ranges_pending_since is None and phase.ranges_due_at is None
+    assert leaderboard_ranges_resend(now=late) == 0
+    assert leaderboard_ranges(phase_id=phase.pk, now=late) is None
+
+
+@pytest.mark.django_db
+def test_a_row_replaced_while_ranges_are_computed_is_left_for_the_next_computation(tmp_path):
+    phase, preds = classification_phase(tmp_path, n_cases=300, primary_metric="brier")
+    body = preds.read_bytes()
+    users = [UserFactory() for _ in range(3)]
+    for user in users:
+        _submit(phase, user, body)
+    stale = list(LeaderboardEntry.objects.filter(phase=phase, part="public"))
+    # a new result of the first entrant replaces its row (new primary key) ...
+    _submit(phase, users[0], body)
+    replaced = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
+    assert replaced.pk not in {r.pk for r in stale}
+    # ... so values computed for the old rows cannot land on it
+    for r in stale:
+        r.rank_low = r.rank_high = r.tier = 1
+    LeaderboardEntry.objects.bulk_update(stale, ["rank_low", "rank_high", "tier"])
+    replaced.refresh_from_db()
+    assert replaced.rank_low is None
+    later = timezone.now() + timedelta(seconds=settings.SCANBENCH_RANGES_MAX_WAIT_S + 1)
+    assert leaderboard_ranges(phase_id=phase.pk, now=later) == {"public": 3, "private": 3}
+    replaced.refresh_from_db()
+    assert replaced.rank_low is not None
