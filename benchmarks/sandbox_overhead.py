@@ -13,6 +13,12 @@ compute, from its SCANBENCH_RUNNER line); the model's compute alone; and the san
 end to end - the runner's own time (interpreter start, staging, limits, output validation,
 clean-up); and what the sandbox adds = end to end - the same runner run on the host without a
 sandbox (the "none (host)" rows). Medians over ``--repeat`` runs.
+
+Side by side with the Docker backend's empty run, a bare ``docker run --rm`` (the docker CLI) of
+the same image running ``/bin/true`` with the same lock-down flags (``docker_run_flags``, derived
+from the backend's own settings), and the backend's overhead against it (target: at most 0.1 s);
+then where the backend's time goes, stage by stage (``DockerBackend.last_stages``), and the
+runner's import times for ONNX and TorchScript runs (which framework each one imported).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from evaluator.sandbox import (  # noqa: E402
     SandboxBackend,
     run_model_submission,
 )
+from evaluator.sandbox.docker_backend import docker_run_flags  # noqa: E402
 from tests.sandbox.models import nifti_cases, onnx_segmenter, torchscript_classifier  # noqa: E402
 
 LIMITS = Limits(time_limit_s=300, memory_bytes=2 * 2**30, cpus=1, output_bytes=64 * 2**20)
@@ -159,9 +166,14 @@ def main() -> int:
             continue
         backends.append(backend)
 
+    bare_docker: float | None = None
+    stage_times: dict[str, list[float]] = {}
+    runner_imports: dict[str, list[dict[str, float]]] = {}
     for backend in backends:
-        empties = []
+        empties, bares = [], []
         for _ in range(args.repeat):
+            if isinstance(backend, DockerBackend):  # interleaved, so both see the same load
+                bares.append(_bare_docker_run(backend.evaluator_image, png_inputs))
             elapsed, _result = _timed(
                 lambda backend=backend: backend.run(
                     RunSpec(
@@ -173,6 +185,14 @@ def main() -> int:
                 )
             )
             empties.append(elapsed)
+            if isinstance(backend, DockerBackend):
+                for stage, seconds in backend.last_stages.items():
+                    stage_times.setdefault(stage, []).append(seconds)
+        if bares:
+            bare_docker = _median(bares)
+            rows.append(
+                ("bare docker", "docker run --rm /bin/true", bare_docker, 0.0, 0.0, bare_docker)
+            )
         rows.append(
             (backend.name, "empty run (/bin/true)", _median(empties), 0.0, 0.0, _median(empties))
         )
@@ -192,6 +212,7 @@ def main() -> int:
                 assert result.ok, result.logs_tail  # type: ignore[attr-defined]
                 totals.append(elapsed)
                 stats = _runner_stats(result.logs_tail)  # type: ignore[attr-defined]
+                runner_imports.setdefault(kind, []).append(stats)
                 computes.append(stats.get("compute_s", float("nan")))
                 inside.append(stats.get("total_s", float("nan")))
             total = _median(totals)
@@ -222,8 +243,49 @@ def main() -> int:
             f"{backend_name:<12} {what:<24} {total:>11.3f} {runner:>13.3f} {compute:>14.4f} "
             f"{overhead:>17.3f} {added:>13.3f}"
         )
+    docker_empty = next(
+        (total for name, what, total, *_ in rows if name == "docker" and what.startswith("empty")),
+        None,
+    )
+    if bare_docker is not None and docker_empty is not None:
+        overhead = docker_empty - bare_docker
+        print(
+            f"\noverhead vs bare docker run: {overhead:.3f} s "
+            f"(docker backend {docker_empty:.3f} s, bare docker run {bare_docker:.3f} s; "
+            f"target <= 0.1 s: {'met' if overhead <= 0.1 else 'NOT met'})"
+        )
+    if stage_times:
+        print("docker backend, empty run, median seconds per stage:")
+        for stage, values in stage_times.items():
+            print(f"  {stage:<22} {_median(values):.3f}")
+    if runner_imports:
+        print("runner inside the sandbox, median seconds (all backends):")
+        for kind, all_stats in runner_imports.items():
+            print(
+                f"  {kind:<12} own imports {_median([s.get('import_s', 0) for s in all_stats]):.3f}"
+                f", framework import "
+                f"{_median([s.get('framework_import_s', 0) for s in all_stats]):.3f}, "
+                f"imported torch: {any(s.get('torch_imported') for s in all_stats)}, "
+                f"onnxruntime: {any(s.get('onnxruntime_imported') for s in all_stats)}"
+            )
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _bare_docker_run(image: str, inputs: Path) -> float:
+    """Seconds for the docker CLI's ``docker run --rm`` of ``/bin/true`` in ``image``, with the
+    Docker backend's lock-down flags and the same read-only ``/input`` bind mount."""
+    command = [
+        "docker",
+        "run",
+        "--rm",
+        *docker_run_flags(LIMITS),
+        f"--mount=type=bind,source={inputs},target=/input,readonly",
+        image,
+        "/bin/true",
+    ]
+    elapsed, _ = _timed(lambda: subprocess.run(command, check=True, capture_output=True))
+    return elapsed
 
 
 if __name__ == "__main__":

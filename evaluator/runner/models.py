@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_model"]
+__all__ = ["import_framework", "load_model"]
 
 Predict = Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]
 
@@ -19,6 +19,16 @@ def _threads() -> int:
         return max(1, int(os.environ.get("SCANBENCH_THREADS", "0")) or len(os.sched_getaffinity(0)))
     except (ValueError, OSError):
         return 1
+
+
+def import_framework(model_format: str) -> None:
+    """Import the one framework ``model_format`` needs (PyTorch or onnxruntime), nothing else."""
+    if model_format == "torchscript":
+        import torch  # noqa: F401
+    elif model_format == "onnx":
+        import onnxruntime  # noqa: F401
+    else:
+        raise ValueError(f"unknown model format {model_format!r}")
 
 
 def load_model(path: Path, model_format: str) -> Predict:

@@ -25,11 +25,42 @@ SMALL = Limits(
 )
 
 
-def run(backend: DockerBackend, image: str, inputs: Path, out: Path, **kwargs: object) -> object:
-    spec = RunSpec(input_dir=inputs, output_dir=out, image=image, **kwargs)  # type: ignore[arg-type]
+def run(
+    backend: DockerBackend,
+    image: str | dict[str, object],
+    inputs: Path,
+    out: Path,
+    **kwargs: object,
+) -> object:
+    """``image``: a tag (a container submission) or what :func:`attack` made of a script."""
+    target = {"image": image} if isinstance(image, str) else dict(image)
+    if "mounts" in target and "mounts" in kwargs:
+        target["mounts"] = (*target["mounts"], *kwargs.pop("mounts"))  # type: ignore[misc]
+    spec = RunSpec(input_dir=inputs, output_dir=out, **target, **kwargs)  # type: ignore[arg-type]
     result = backend.run(spec)
     print(result.logs_tail)
     return result
+
+
+@pytest.fixture(params=["image", "evaluator-exec"])
+def attack(request, build_image, tmp_path):  # type: ignore[no-untyped-def]
+    """Each attack both ways the Docker backend runs code: baked into an image (a container
+    submission: the image's own process, a holder container keeps /output), and as the evaluator
+    image's runs (model files, programs): exec'd beside the image's trusted sleep."""
+
+    def make(script: str) -> str | dict[str, object]:
+        if request.param == "image":
+            return str(build_image(script))
+        folder = tmp_path / "attack-script"
+        folder.mkdir()
+        (folder / "main.py").write_text(script)
+        return {
+            "image": None,
+            "command": ("python3", "/app/main.py"),
+            "mounts": (Mount(source=folder, target="/app"),),
+        }
+
+    return make
 
 
 def assert_contained(result, out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -41,10 +72,10 @@ def assert_contained(result, out: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_network_is_unreachable_from_inside(docker_backend, build_image, case_dirs, tmp_path):
+def test_network_is_unreachable_from_inside(docker_backend, attack, case_dirs, tmp_path):
     targets = host_targets()
     assert listening("127.0.0.1:5432") and listening("127.0.0.1:6379"), "services must be up"
-    image = build_image(attacks.NETWORK)
+    image = attack(attacks.NETWORK)
     result = run(
         docker_backend,
         image,
@@ -60,7 +91,7 @@ def test_network_is_unreachable_from_inside(docker_backend, build_image, case_di
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_labels_and_host_paths_are_invisible(docker_backend, build_image, case_dirs, tmp_path):
+def test_labels_and_host_paths_are_invisible(docker_backend, attack, case_dirs, tmp_path):
     inputs, labels = case_dirs
     host_paths = [
         str(labels),
@@ -73,7 +104,7 @@ def test_labels_and_host_paths_are_invisible(docker_backend, build_image, case_d
         "/reference/labels.csv",
         str(Path.home()),
     ]
-    image = build_image(attacks.SECRETS)
+    image = attack(attacks.SECRETS)
     result = run(
         docker_backend,
         image,
@@ -87,16 +118,16 @@ def test_labels_and_host_paths_are_invisible(docker_backend, build_image, case_d
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_writes_outside_output_and_tmp_fail(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.WRITE_OUTSIDE)
+def test_writes_outside_output_and_tmp_fail(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.WRITE_OUTSIDE)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert_contained(result, tmp_path / "out")
     assert "Read-only file system" in result.logs_tail
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_filling_output_stops_at_the_cap(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.FILL_OUTPUT)
+def test_filling_output_stops_at_the_cap(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.FILL_OUTPUT)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.INVALID_OUTPUT
     assert "output limit of 8 MiB" in result.participant_message
@@ -105,8 +136,8 @@ def test_filling_output_stops_at_the_cap(docker_backend, build_image, case_dirs,
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_filling_tmp_stops_at_its_size(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.FILL_TMP)
+def test_filling_tmp_stops_at_its_size(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.FILL_TMP)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.SUCCEEDED, result.logs_tail
     written = int(result.logs_tail.split("TMP_WRITTEN ")[1].split()[0])
@@ -114,8 +145,8 @@ def test_filling_tmp_stops_at_its_size(docker_backend, build_image, case_dirs, t
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_fork_bomb_hits_the_pids_limit(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.FORK_BOMB)
+def test_fork_bomb_hits_the_pids_limit(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.FORK_BOMB)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert_contained(result, tmp_path / "out")
     forked = int(result.logs_tail.split("FORKED ")[1].split()[0])
@@ -123,8 +154,8 @@ def test_fork_bomb_hits_the_pids_limit(docker_backend, build_image, case_dirs, t
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_memory_bomb_is_out_of_memory(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.MEMORY_BOMB)
+def test_memory_bomb_is_out_of_memory(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.MEMORY_BOMB)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.OUT_OF_MEMORY, result.logs_tail
     assert result.participant_message == "Out of memory (limit 256 MiB)."
@@ -132,10 +163,8 @@ def test_memory_bomb_is_out_of_memory(docker_backend, build_image, case_dirs, tm
 
 @pytest.mark.usefixtures("host_unchanged")
 @pytest.mark.parametrize("script", [attacks.CPU_SPIN, attacks.SLEEP_FOREVER], ids=["spin", "sleep"])
-def test_runs_past_the_time_limit_are_killed(
-    docker_backend, build_image, case_dirs, tmp_path, script
-):
-    image = build_image(script)
+def test_runs_past_the_time_limit_are_killed(docker_backend, attack, case_dirs, tmp_path, script):
+    image = attack(script)
     limits = Limits(time_limit_s=3, memory_bytes=256 * 2**20, output_bytes=8 * 2**20)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=limits)
     assert result.status is RunStatus.TIME_LIMIT
@@ -159,8 +188,8 @@ def test_privileges_cannot_be_raised(docker_backend, build_image, case_dirs, tmp
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_a_fake_metrics_json_is_refused(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.FAKE_METRICS)
+def test_a_fake_metrics_json_is_refused(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.FAKE_METRICS)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.INVALID_OUTPUT
     assert "metrics.json" in result.participant_message
@@ -169,8 +198,8 @@ def test_a_fake_metrics_json_is_refused(docker_backend, build_image, case_dirs, 
 
 
 @pytest.mark.usefixtures("host_unchanged")
-def test_a_symlink_in_output_is_refused(docker_backend, build_image, case_dirs, tmp_path):
-    image = build_image(attacks.SYMLINK_OUT)
+def test_a_symlink_in_output_is_refused(docker_backend, attack, case_dirs, tmp_path):
+    image = attack(attacks.SYMLINK_OUT)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.INVALID_OUTPUT
     assert "link" in result.participant_message
@@ -178,11 +207,11 @@ def test_a_symlink_in_output_is_refused(docker_backend, build_image, case_dirs, 
 
 
 def test_participant_message_never_quotes_the_submission(
-    docker_backend, build_image, case_dirs, tmp_path
+    docker_backend, attack, case_dirs, tmp_path
 ):
     # A file name is a side channel: the refusal names the rule, not the name.
     script = 'open("/output/LEAKED-" + open("/input/case0.png","rb").read(8).hex() + ".txt","w")\n'
-    image = build_image(script)
+    image = attack(script)
     result = run(docker_backend, image, case_dirs[0], tmp_path / "out", limits=SMALL)
     assert result.status is RunStatus.INVALID_OUTPUT
     assert "LEAKED" not in result.participant_message
@@ -190,7 +219,7 @@ def test_participant_message_never_quotes_the_submission(
 
 
 def test_organizer_scorer_sees_reference_and_may_write_metrics(
-    docker_backend, build_image, case_dirs, tmp_path
+    docker_backend, attack, case_dirs, tmp_path
 ):
     inputs, labels = case_dirs
     script = (
@@ -198,7 +227,7 @@ def test_organizer_scorer_sees_reference_and_may_write_metrics(
         'json.dump({"aggregates": {"n": len(rows)}, "cases": {}, "meta": {}}, '
         'open("/output/metrics.json", "w"))\n'
     )
-    image = build_image(script)
+    image = attack(script)
     result = run(
         docker_backend,
         image,
@@ -217,3 +246,76 @@ def test_leftovers_of_a_crashed_worker_are_removed(docker_backend, docker_client
     docker_client.containers.create(evaluator_image, command=["true"], labels={_LABEL: "x"})
     assert docker_backend.remove_leftovers() == 2
     assert docker_client.containers.list(all=True, filters={"label": _LABEL}) == []
+
+
+_ESCAPE_THE_HOLDER = """
+import os, signal, subprocess, sys
+for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):
+    try:
+        os.kill(1, sig)
+    except OSError as exc:
+        print("kill refused:", exc)
+# A child that outlives the run and keeps its standard output open.
+subprocess.Popen(["sleep", "300"], stdout=sys.stdout, stderr=sys.stderr, start_new_session=True)
+with open("/output/ok.csv", "w") as f:
+    f.write("case_id,score\\n")
+print("uid", os.getuid(), "euid", os.geteuid())
+with open("/proc/self/status") as f:
+    print([l.strip() for l in f if l.startswith(("CapEff", "NoNewPrivs"))])
+"""
+
+
+@pytest.mark.usefixtures("host_unchanged")
+def test_evaluator_image_runs_cannot_stop_the_trusted_first_process(
+    docker_backend, case_dirs, tmp_path
+):
+    # The evaluator image's runs are exec'd beside its `sleep` (PID 1, same uid): signals from
+    # inside do not reach it, so /output stays mounted until the host has read it; what the run
+    # leaves running (here holding its stdout open) does not hold the result up, and is removed.
+    folder = tmp_path / "script"
+    folder.mkdir()
+    (folder / "main.py").write_text(_ESCAPE_THE_HOLDER)
+    result = run(
+        docker_backend,
+        {"image": None, "command": ("python3", "/app/main.py")},
+        case_dirs[0],
+        tmp_path / "out",
+        mounts=(Mount(source=folder, target="/app"),),
+        limits=SMALL,
+    )
+    assert result.ok, result.logs_tail
+    assert result.output_files == ("ok.csv",)
+    assert "uid 65534 euid 65534" in result.logs_tail
+    assert "'CapEff:\\t0000000000000000', 'NoNewPrivs:\\t1'" in result.logs_tail
+    assert result.wall_s < SMALL.time_limit_s
+
+
+@pytest.mark.usefixtures("host_unchanged")
+@pytest.mark.parametrize(
+    "command",
+    [("/bin/true",), ("sh", "-c", "exit 3"), ("/no/such/program",), ("sh", "-c", "kill -9 $$")],
+    ids=["nothing", "exit-3", "missing", "killed"],
+)
+def test_no_container_or_volume_is_left_after_a_run(docker_backend, case_dirs, tmp_path, command):
+    # host_unchanged checks the engine once the runs' removals (after the result) are done.
+    result = run(
+        docker_backend, {"image": None, "command": command}, case_dirs[0], tmp_path / "out"
+    )
+    assert not result.ok
+
+
+def test_the_benchmarks_bare_docker_run_has_the_backends_lock_down():
+    from evaluator.sandbox.docker_backend import docker_run_flags
+
+    flags = docker_run_flags(SMALL)
+    for flag in (
+        "--network=none",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges:true",
+        "--user=65534:65534",
+        f"--pids-limit={SMALL.pids}",
+        f"--memory={SMALL.memory_bytes}",
+        f"--memory-swap={SMALL.memory_bytes}",
+    ):
+        assert flag in flags

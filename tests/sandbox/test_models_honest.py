@@ -178,3 +178,39 @@ def test_predict_cli_runs_a_model(docker_backend, case_dirs, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["status"] == "succeeded"
+
+
+def _runner_stats(logs: str) -> dict[str, object]:
+    line = next(x for x in logs.splitlines() if x.startswith("SCANBENCH_RUNNER "))
+    return dict(json.loads(line.split(" ", 1)[1]))
+
+
+def test_an_onnx_run_never_imports_torch_and_torchscript_never_onnxruntime(
+    backend, case_dirs, tmp_path
+):
+    nifti_cases(tmp_path / "nii", tmp_path / "reference")
+    onnx = run_model_submission(
+        model_path=onnx_segmenter(tmp_path / "model.onnx"),
+        input_dir=tmp_path / "nii",
+        output_dir=tmp_path / "out-onnx",
+        input_spec=SEGMENTER_SPEC,
+        limits=LIMITS,
+        backend=backend,
+    )
+    assert onnx.ok, onnx.logs_tail
+    stats = _runner_stats(onnx.logs_tail)
+    assert stats["onnxruntime_imported"] is True
+    assert stats["torch_imported"] is False
+    torchscript = run_model_submission(
+        model_path=torchscript_classifier(tmp_path / "model.pt"),
+        input_dir=case_dirs[0],
+        output_dir=tmp_path / "out-torchscript",
+        input_spec=CLASSIFIER_SPEC,
+        limits=LIMITS,
+        backend=backend,
+    )
+    assert torchscript.ok, torchscript.logs_tail
+    stats = _runner_stats(torchscript.logs_tail)
+    assert stats["torch_imported"] is True
+    assert stats["onnxruntime_imported"] is False
+    assert {"import_s", "framework_import_s", "load_s", "compute_s"} <= stats.keys()
