@@ -21,8 +21,10 @@ from typing import Any, cast
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Case as DbCase
+from django.db.models import CharField, F, FloatField, IntegerField, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from challenges.models import (
@@ -179,6 +181,96 @@ def _candidates(phase: Phase, only: Q | None = None) -> dict[str, dict[str, list
         out.setdefault(part, defaultdict(list))[entrant].append(
             (pk, ev, sub, who, tid, baseline, _number(primary))
         )
+    return out
+
+
+def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_Candidate, int]]]:
+    """One row per part and entrant, as the phase chooses, with how many submissions each
+    entrant has: computed in the database (window functions, PostgreSQL and SQLite alike), so
+    that a phase with 100,000 evaluations sends back one row per entrant, not per submission.
+    Ladder boards need every candidate's per-case values and are chosen in Python."""
+    if phase.use_ladder and phase.entry_selection != EntrySelection.LATEST:
+        candidates = _candidates(phase, only)
+        return {part: _select(phase, candidates[part]) for part in PARTS}
+    hidden, out_users, out_teams = _exclusions(phase)
+    sub = "evaluation__submission__"
+    inner = (
+        Result.objects.filter(
+            evaluation__state=EvaluationState.SUCCEEDED, evaluation__submission__phase=phase
+        )
+        .filter(only or Q())
+        .exclude(evaluation__submission_id__in=hidden)
+        .exclude(Q(**{f"{sub}team__isnull": True, f"{sub}participant_id__in": out_users}))
+        .exclude(**{f"{sub}team_id__in": out_teams})
+        .annotate(
+            # the part as a number: text keys sort under the database's collation, slowly
+            r_part=DbCase(
+                When(part="public", then=Value(0)), default=Value(1), output_field=IntegerField()
+            ),
+            r_ev=F("evaluation_id"),
+            r_sub=F("evaluation__submission_id"),
+            r_attempt=F("evaluation__attempt"),
+            r_created=F(f"{sub}created_at"),
+            r_uid=F(f"{sub}participant_id"),
+            r_tid=F(f"{sub}team_id"),
+            r_baseline=F(f"{sub}is_baseline"),
+            # the entrant as numbers and a name, not as text: sorting 100,000 strings under
+            # the database's collation costs more than the rest of the query
+            r_solo=DbCase(
+                When(
+                    **{f"{sub}is_baseline": False, f"{sub}team__isnull": True},
+                    then=F(f"{sub}participant_id"),
+                ),
+                default=None,
+            ),
+            r_bname=DbCase(
+                When(**{f"{sub}is_baseline": True}, then=F(f"{sub}baseline_name")),
+                default=None,
+                output_field=CharField(),
+            ),
+            r_score=Cast(KeyTextTransform(phase.primary_metric, "aggregates"), FloatField()),
+        )
+        .values_list(
+            "part", "r_part", "id", "r_ev", "r_sub", "r_attempt", "r_created", "r_uid", "r_tid",
+            "r_baseline", "r_solo", "r_bname", "r_score",
+        )
+        .order_by()
+    )  # fmt: skip
+    sql, params = inner.query.sql_with_params()
+    if phase.entry_selection == EntrySelection.LATEST:
+        pick = "r_created DESC, r_sub DESC"
+    else:  # the best primary score; a missing one loses; the earliest wins ties
+        direction = "DESC" if phase.primary_direction == Direction.HIGHER else "ASC"
+        pick = f"CASE WHEN r_score IS NULL THEN 1 ELSE 0 END, r_score {direction}, r_created, r_sub"
+    entrant = "r_part, r_baseline, r_bname, r_tid, r_solo"  # as _candidates groups them
+    # the inner SQL is Django's own (its parameters stay parameters); ``pick`` is a constant
+    query = (
+        "SELECT part, id, r_ev, r_sub, r_uid, r_tid, r_baseline, r_bname, r_score, n FROM ("  # noqa: S608
+        "  SELECT newest.*,"
+        f"   ROW_NUMBER() OVER (PARTITION BY {entrant} ORDER BY {pick}) AS choice,"
+        f"   COUNT(*) OVER (PARTITION BY {entrant}) AS n"
+        "  FROM ("
+        "    SELECT r.*, ROW_NUMBER() OVER ("
+        "      PARTITION BY r_part, r_sub ORDER BY r_attempt DESC) AS attempt_order"
+        f"   FROM ({sql}) r"
+        "  ) newest WHERE attempt_order = 1"
+        ") chosen WHERE choice = 1"
+    )
+    out: dict[str, dict[str, tuple[_Candidate, int]]] = {part: {} for part in PARTS}
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        for part, pk, ev, sid, uid, tid, baseline, bname, score, n in cursor.fetchall():
+            baseline = bool(baseline)
+            if baseline:
+                entrant = f"baseline:{bname}"
+            elif tid is not None:
+                entrant = f"team:{tid}"
+            else:
+                entrant = f"user:{uid}"
+            primary = None if score is None or math.isnan(score) else float(score)
+            c = _Candidate(pk, ev, sid, entrant, None if baseline else uid, tid, baseline, primary)
+            out.setdefault(part, {})[entrant] = (c, int(n))
+    _hydrate([c for rows in out.values() for c, _n in rows.values()])
     return out
 
 
@@ -400,9 +492,9 @@ def leaderboard_update(
         phase.save(
             update_fields=["leaderboard_computed_at", "ranges_pending_since", "ranges_due_at"]
         )
-        candidates = _candidates(phase)
+        by_part = _chosen(phase)
         for part in PARTS:
-            chosen_n = _select(phase, candidates[part])
+            chosen_n = by_part[part]
             chosen = {e: cn[0] for e, cn in chosen_n.items()}
             ranks, scores = _rank(phase, chosen)
             extra = _stability(phase, {e: c.result_id for e, c in chosen.items()})
@@ -554,9 +646,9 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
     with transaction.atomic():
         phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase.pk)
         higher = phase.primary_direction == Direction.HIGHER
-        candidates = _candidates(phase, _entrant_filter(submission))
+        by_part = _chosen(phase, _entrant_filter(submission))
         for part in PARTS:
-            chosen_n = _select(phase, candidates[part])
+            chosen_n = by_part[part]
             for e, (c, n) in chosen_n.items():
                 row = _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
                              extra={})  # fmt: skip
