@@ -22,7 +22,17 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case as DbCase
-from django.db.models import CharField, F, FloatField, IntegerField, Q, Value, When
+from django.db.models import (
+    CharField,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    Value,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -202,6 +212,17 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
         .exclude(evaluation__submission_id__in=hidden)
         .exclude(Q(**{f"{sub}team__isnull": True, f"{sub}participant_id__in": out_users}))
         .exclude(**{f"{sub}team_id__in": out_teams})
+        # only the newest successful attempt of a submission (with a result in the same part)
+        .exclude(
+            Exists(
+                Result.objects.filter(
+                    part=OuterRef("part"),
+                    evaluation__submission_id=OuterRef("evaluation__submission_id"),
+                    evaluation__attempt__gt=OuterRef("evaluation__attempt"),
+                    evaluation__state=EvaluationState.SUCCEEDED,
+                )
+            )
+        )
         .annotate(
             # the part as a number: text keys sort under the database's collation, slowly
             r_part=DbCase(
@@ -237,29 +258,31 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
         .order_by()
     )  # fmt: skip
     sql, params = inner.query.sql_with_params()
-    if phase.entry_selection == EntrySelection.LATEST:
-        pick = "r_created DESC, r_sub DESC"
-    else:  # the best primary score; a missing one loses; the earliest wins ties
-        direction = "DESC" if phase.primary_direction == Direction.HIGHER else "ASC"
-        pick = f"CASE WHEN r_score IS NULL THEN 1 ELSE 0 END, r_score {direction}, r_created, r_sub"
-    entrant = "r_part, r_baseline, r_bname, r_tid, r_solo"  # as _candidates groups them
-    # the inner SQL is Django's own (its parameters stay parameters); ``pick`` is a constant
+    latest = phase.entry_selection == EntrySelection.LATEST
+    higher = phase.primary_direction == Direction.HIGHER
+    # Grouping (hashed) rather than sorting 100,000 rows: the newest attempt of each submission,
+    # then each entrant's best score (or latest date) and count; the rows that reach it come back
+    # (one per entrant, more on a tie), and the earliest of a tie is taken below.
+    key = "r_part, r_baseline, COALESCE(r_bname, ''), COALESCE(r_tid, -1), COALESCE(r_solo, -1)"
+    target = "MAX(r_created)" if latest else ("MAX(r_score)" if higher else "MIN(r_score)")
+    wanted = "c.r_created = g.target" if latest else "(c.r_score = g.target OR g.target IS NULL)"
     query = (
-        "SELECT part, id, r_ev, r_sub, r_uid, r_tid, r_baseline, r_bname, r_score, n FROM ("  # noqa: S608
-        "  SELECT newest.*,"
-        f"   ROW_NUMBER() OVER (PARTITION BY {entrant} ORDER BY {pick}) AS choice,"
-        f"   COUNT(*) OVER (PARTITION BY {entrant}) AS n"
-        "  FROM ("
-        "    SELECT r.*, ROW_NUMBER() OVER ("
-        "      PARTITION BY r_part, r_sub ORDER BY r_attempt DESC) AS attempt_order"
-        f"   FROM ({sql}) r"
-        "  ) newest WHERE attempt_order = 1"
-        ") chosen WHERE choice = 1"
+        f"WITH c AS ({sql}),"  # noqa: S608 (Django's own SQL and parameters; constants)
+        " g AS (SELECT r_part AS g_part, r_baseline AS g_baseline,"
+        "   COALESCE(r_bname, '') AS g_bname, COALESCE(r_tid, -1) AS g_tid,"
+        f"   COALESCE(r_solo, -1) AS g_solo, {target} AS target, COUNT(*) AS n"
+        f"   FROM c GROUP BY {key})"
+        " SELECT c.part, c.id, c.r_ev, c.r_sub, c.r_uid, c.r_tid, c.r_baseline, c.r_bname,"
+        "   c.r_score, g.n, c.r_created"
+        " FROM c JOIN g ON c.r_part = g.g_part AND c.r_baseline = g.g_baseline"
+        "   AND COALESCE(c.r_bname, '') = g.g_bname AND COALESCE(c.r_tid, -1) = g.g_tid"
+        f"   AND COALESCE(c.r_solo, -1) = g.g_solo AND {wanted}"
     )
     out: dict[str, dict[str, tuple[_Candidate, int]]] = {part: {} for part in PARTS}
+    order: dict[tuple[str, str], tuple[Any, ...]] = {}
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        for part, pk, ev, sid, uid, tid, baseline, bname, score, n in cursor.fetchall():
+        for part, pk, ev, sid, uid, tid, baseline, bname, score, n, created in cursor.fetchall():
             baseline = bool(baseline)
             if baseline:
                 entrant = f"baseline:{bname}"
@@ -267,6 +290,12 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
                 entrant = f"team:{tid}"
             else:
                 entrant = f"user:{uid}"
+            # a tie: the earliest submission (by date, then id) wins; for "latest", the last
+            rank = (created, sid)
+            seen = order.get((part, entrant))
+            if seen is not None and (rank <= seen if latest else rank >= seen):
+                continue
+            order[(part, entrant)] = rank
             primary = None if score is None or math.isnan(score) else float(score)
             c = _Candidate(pk, ev, sid, entrant, None if baseline else uid, tid, baseline, primary)
             out.setdefault(part, {})[entrant] = (c, int(n))
@@ -407,13 +436,9 @@ def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, 
     """Paired bootstrap of a set-level metric from the probabilities each result kept per case
     (``p/k``) and the part's reference labels. Nothing is shown (an empty answer) when a result
     predates those per-case probabilities or lacks a case, or the board is too large."""
-    results = list(
-        Result.objects.filter(pk__in=result_ids.values()).values_list(
-            "pk", "part", "case_values", "meta"
-        )
-    )
-    parts = {r[1] for r in results}
-    if len(parts) != 1 or len(results) != len(set(result_ids.values())):
+    ids = set(result_ids.values())
+    parts = set(Result.objects.filter(pk__in=ids).values_list("part", flat=True).distinct())
+    if len(parts) != 1:
         return {}
     # One read of the test split: the part's labels, and the classes over both parts (as the
     # reference that scored the results has them).
@@ -430,6 +455,12 @@ def _set_level_stability(phase: Phase, result_ids: dict[str, int]) -> dict[str, 
     classes = sorted({v for _c, _p, v in every} | {0, 1})
     n_resamples = _set_level_resamples(phase, len(result_ids), y.size)
     if not y.size or not n_resamples:
+        return {}
+    # the per-case values are read only once the board is known to be small enough
+    results = list(
+        Result.objects.filter(pk__in=ids).values_list("pk", "part", "case_values", "meta")
+    )
+    if len(results) != len(ids):
         return {}
     keys = ["p/1"] if len(classes) == 2 else [f"p/{k}" for k in classes]
     by_pk: dict[int, SetEntry] = {}
