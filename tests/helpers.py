@@ -46,3 +46,19 @@ def compute_rank_ranges(phase: Any) -> dict[str, int] | None:
 
     later = timezone.now() + timedelta(seconds=settings.SCANBENCH_RANGES_MAX_WAIT_S + 1)
     return leaderboard_ranges(phase_id=phase.pk, now=later)
+
+
+def submit_and_score(phase: Any, user: Any, body: bytes, name: str = "p.csv") -> Any:
+    """Upload ``body`` as ``user``, score it and apply it to the board, as the workers would
+    (in this process); returns the evaluation."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from challenges.services.leaderboards import leaderboard_apply_result
+    from challenges.services.scoring import evaluation_score
+    from challenges.services.submissions import submission_create
+
+    submission = submission_create(user=user, phase=phase, file=SimpleUploadedFile(name, body))
+    evaluation = submission.evaluations.get()
+    evaluation_score(evaluation_id=evaluation.pk)
+    leaderboard_apply_result(evaluation_id=evaluation.pk)
+    return evaluation

@@ -146,6 +146,15 @@ def _number(text: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _entrant(baseline: bool, baseline_name: str | None, team_id: int | None, user_id: Any) -> str:
+    """The key a board groups submissions by: a baseline, a team, or a solo participant."""
+    if baseline:
+        return f"baseline:{baseline_name}"
+    if team_id is not None:
+        return f"team:{team_id}"
+    return f"user:{user_id}"
+
+
 # result, evaluation, submission, participant (None for a baseline), team, baseline?, primary
 _Light = tuple[int, int, int, int | None, int | None, bool, float | None]
 
@@ -181,12 +190,7 @@ def _candidates(phase: Phase, only: Q | None = None) -> dict[str, dict[str, list
         seen.add((part, sub))
         if sub in hidden or (tid is None and uid in out_users) or tid in out_teams:
             continue  # an organizer hid the submission or disqualified the entrant
-        if baseline:
-            entrant = f"baseline:{bname}"
-        elif tid is not None:
-            entrant = f"team:{tid}"
-        else:
-            entrant = f"user:{uid}"
+        entrant = _entrant(baseline, bname, tid, uid)
         who = None if baseline else uid
         out.setdefault(part, defaultdict(list))[entrant].append(
             (pk, ev, sub, who, tid, baseline, _number(primary))
@@ -284,12 +288,7 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
         cursor.execute(query, params)
         for part, pk, ev, sid, uid, tid, baseline, bname, score, n, created in cursor.fetchall():
             baseline = bool(baseline)
-            if baseline:
-                entrant = f"baseline:{bname}"
-            elif tid is not None:
-                entrant = f"team:{tid}"
-            else:
-                entrant = f"user:{uid}"
+            entrant = _entrant(baseline, bname, tid, uid)
             # a tie: the earliest submission (by date, then id) wins; for "latest", the last
             rank = (created, sid)
             seen = order.get((part, entrant))

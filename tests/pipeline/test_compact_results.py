@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
@@ -16,29 +15,19 @@ from django.utils import timezone
 from challenges.models import LeaderboardEntry, Phase, Result
 from challenges.services.leaderboards import (
     _ranges_request,
-    leaderboard_apply_result,
     leaderboard_ranges,
     leaderboard_ranges_resend,
 )
-from challenges.services.scoring import evaluation_score
-from challenges.services.submissions import submission_create
 from evaluator import ScoreOptions, score
 from evaluator.case_table import MAGIC
 from tests.factories import UserFactory, classification_phase
-
-
-def _submit(phase, user, body: bytes):
-    submission = submission_create(user=user, phase=phase, file=SimpleUploadedFile("p.csv", body))
-    evaluation = submission.evaluations.get()
-    evaluation_score(evaluation_id=evaluation.pk)
-    leaderboard_apply_result(evaluation_id=evaluation.pk)
-    return evaluation
+from tests.helpers import submit_and_score
 
 
 @pytest.mark.django_db
 def test_stored_per_case_values_are_binary_and_equal_to_what_the_evaluator_computed(tmp_path):
     phase, preds = classification_phase(tmp_path, n_cases=600, primary_metric="brier")
-    evaluation = _submit(phase, UserFactory(), preds.read_bytes())
+    evaluation = submit_and_score(phase, UserFactory(), preds.read_bytes())
     evaluation.refresh_from_db()
     assert evaluation.state == "succeeded"
     # the worker's own clock, per stage (shown on the submission page, used by the benchmark)
@@ -73,7 +62,7 @@ def _reference(phase):
 @pytest.mark.django_db(transaction=True)
 def test_migration_moves_stored_json_values_to_columns_and_back(tmp_path):
     phase, preds = classification_phase(tmp_path, n_cases=60, primary_metric="brier")
-    evaluation = _submit(phase, UserFactory(), preds.read_bytes())
+    evaluation = submit_and_score(phase, UserFactory(), preds.read_bytes())
     before = {r.part: r.cases.to_dict() for r in evaluation.results.all()}
     assert before["public"] and before["private"]
     executor = MigrationExecutor(connection)
@@ -107,7 +96,7 @@ def test_rank_ranges_wait_for_a_quiet_board_and_never_past_the_cap(
     phase, preds = classification_phase(tmp_path, n_cases=300, primary_metric="brier")
     body = preds.read_bytes()
     for name in ("a", "b", "c"):
-        _submit(phase, UserFactory(username=name), body)
+        submit_and_score(phase, UserFactory(username=name), body)
     assert not LeaderboardEntry.objects.filter(phase=phase, rank_low__isnull=False).exists()
     phase.refresh_from_db()
     quiet = timedelta(seconds=settings.SCANBENCH_RANGES_QUIET_S)
@@ -152,10 +141,10 @@ def test_a_row_replaced_while_ranges_are_computed_is_left_for_the_next_computati
     body = preds.read_bytes()
     users = [UserFactory() for _ in range(3)]
     for user in users:
-        _submit(phase, user, body)
+        submit_and_score(phase, user, body)
     stale = list(LeaderboardEntry.objects.filter(phase=phase, part="public"))
     # a new result of the first entrant replaces its row (new primary key) ...
-    _submit(phase, users[0], body)
+    submit_and_score(phase, users[0], body)
     replaced = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
     assert replaced.pk not in {r.pk for r in stale}
     # ... so values computed for the old rows cannot land on it

@@ -8,17 +8,14 @@ import io
 
 import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
 from challenges.models import Case, LeaderboardEntry, Result
-from challenges.services.leaderboards import leaderboard_apply_result, leaderboard_update
-from challenges.services.scoring import evaluation_score
-from challenges.services.submissions import submission_create
+from challenges.services.leaderboards import leaderboard_update
 from evaluator.metrics.classification import binary_metrics
 from tests.factories import UserFactory, classification_phase
-from tests.helpers import compute_rank_ranges
+from tests.helpers import compute_rank_ranges, submit_and_score
 
 
 def _variant(preds: bytes, *, noise: float, seed: int, drop: int = 0) -> bytes:
@@ -34,22 +31,14 @@ def _variant(preds: bytes, *, noise: float, seed: int, drop: int = 0) -> bytes:
     return out.getvalue().encode()
 
 
-def _submit(phase, user, body: bytes):
-    submission = submission_create(user=user, phase=phase, file=SimpleUploadedFile("p.csv", body))
-    evaluation = submission.evaluations.get()
-    evaluation_score(evaluation_id=evaluation.pk)
-    leaderboard_apply_result(evaluation_id=evaluation.pk)
-    return evaluation
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("metric", ["auc_roc", "sensitivity"])
 def test_set_level_boards_get_rank_ranges_and_tiers(tmp_path, metric):
     phase, preds = classification_phase(tmp_path, n_cases=1000, primary_metric=metric)
     body = preds.read_bytes()
-    good = _submit(phase, UserFactory(username="good"), body)
-    _submit(phase, UserFactory(username="near"), _variant(body, noise=0.02, seed=1))
-    _submit(phase, UserFactory(username="chance"), _variant(body, noise=1.0, seed=2))
+    good = submit_and_score(phase, UserFactory(username="good"), body)
+    submit_and_score(phase, UserFactory(username="near"), _variant(body, noise=0.02, seed=1))
+    submit_and_score(phase, UserFactory(username="chance"), _variant(body, noise=1.0, seed=2))
     # The rows are on the board at once; their ranges come from the computation a quiet board
     # gets, off the scoring path.
     fresh = LeaderboardEntry.objects.filter(phase=phase, part="public")
@@ -90,7 +79,7 @@ def test_probabilities_kept_per_case_reproduce_the_stored_aggregate(tmp_path):
     """What the bootstrap resamples is what was scored: recomputing the metric from the kept
     probabilities (worst value for the 40 missing cases included) gives the stored aggregate."""
     phase, preds = classification_phase(tmp_path, n_cases=200)
-    evaluation = _submit(
+    evaluation = submit_and_score(
         phase, UserFactory(), _variant(preds.read_bytes(), noise=0.3, seed=3, drop=40)
     )
     missing = 0
