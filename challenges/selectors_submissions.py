@@ -102,6 +102,25 @@ class SubmissionPage:
     #: the organizers' reason for disqualifying its entrant from the phase, if disqualified
     disqualified_reason: str = ""
 
+    @property
+    def timing_rows(self) -> list[tuple[str, float]]:
+        """The recorded steps in the order they happen, named in words (unknown steps last)."""
+        known = {k: (i, label) for i, (k, label) in enumerate(STEP_LABELS)}
+        rows = sorted(self.timings, key=lambda kv: (known.get(kv[0], (len(known), ""))[0], kv[0]))
+        return [(known[k][1] if k in known else k, v) for k, v in rows]
+
+
+#: How the page names the steps a worker records (``Evaluation.timings``), in their order.
+STEP_LABELS = (
+    ("queued", "waiting for a worker"),
+    ("program", "the scoring program"),
+    ("reference", "reading the reference"),
+    ("score_public", "reading your file, scoring the public part"),
+    ("score_private", "scoring the hidden part"),
+    ("store", "storing the results"),
+    ("scoring", "scoring in all"),
+)
+
 
 def _unit(task: str, name: str) -> str:
     try:

@@ -48,7 +48,12 @@ def test_owner_sees_file_state_timings_and_metrics_with_units_and_intervals(tmp_
     stored = submission.file.name.rsplit("/", 1)[-1]
     assert stored != "lesions v2.zip" and stored not in html
     assert 'class="state state-succeeded">Succeeded' in html
-    assert re.search(r"<th scope=\"row\">scoring</th><td class=\"num\">\d+\.\d\d s</td>", html)
+    assert re.search(
+        r"<th scope=\"row\">scoring in all</th><td class=\"num\">\d+\.\d\d s</td>", html
+    )
+    # the worker's steps, in the order they happen
+    steps = re.findall(r"<th scope=\"row\">([^<]+)</th><td class=\"num\">", html)
+    assert steps[-1] == "scoring in all" and "storing the results" in steps
     public = html.split('id="metrics-public"', 1)[1].split("</table>", 1)[0]
     for metric in ("dice", "hd95 (mm)", "nsd"):
         assert f'<td class="stick">{metric}</td>' in public
