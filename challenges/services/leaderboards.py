@@ -568,7 +568,30 @@ def _write_rows(phase: Phase, part: str, rows: list[LeaderboardEntry]) -> None:
     gone += [pk for pk, _values in stored.values()]
     for i in range(0, len(gone), 5000):
         LeaderboardEntry.objects.filter(pk__in=gone[i : i + 5000]).delete()
-    LeaderboardEntry.objects.bulk_create(new, batch_size=1000)
+    _insert_rows(new)
+
+
+def _insert_rows(rows: list[LeaderboardEntry]) -> None:
+    """Insert new board rows. Thousands of them (a first computation, a re-evaluated phase) go
+    to PostgreSQL through COPY, which takes a fraction of the time of building INSERT statements
+    value by value; the values are prepared by each field exactly as ``bulk_create`` prepares
+    them."""
+    if connection.vendor != "postgresql" or len(rows) < COPY_FROM_ROWS:
+        LeaderboardEntry.objects.bulk_create(rows, batch_size=1000)
+        return
+    fields = [f for f in LeaderboardEntry._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    table = connection.ops.quote_name(LeaderboardEntry._meta.db_table)
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor, for COPY
+        with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+                )
+
+
+COPY_FROM_ROWS = 200
 
 
 def _entry(
