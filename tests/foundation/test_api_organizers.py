@@ -73,8 +73,11 @@ def _scored(phase, preds, user):
 
 def _scores() -> list[tuple]:
     """Every stored result, as it is."""
+    rows = Result.objects.values_list(
+        "pk", "evaluation_id", "part", "aggregates", "case_values", "meta"
+    )
     return sorted(
-        Result.objects.values_list("pk", "evaluation_id", "part", "aggregates", "cases", "meta")
+        (pk, ev, part, agg, bytes(cases), meta) for pk, ev, part, agg, cases, meta in rows
     )
 
 
