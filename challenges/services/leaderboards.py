@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -30,6 +29,7 @@ from django.db.models import (
     IntegerField,
     OuterRef,
     Q,
+    QuerySet,
     Value,
     When,
 )
@@ -136,16 +136,6 @@ class _Candidate:
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _number(text: Any) -> float | None:
-    if text is None:
-        return None
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
-
-
 def _entrant(baseline: bool, baseline_name: str | None, team_id: int | None, user_id: Any) -> str:
     """The key a board groups submissions by: a baseline, a team, or a solo participant."""
     if baseline:
@@ -155,60 +145,15 @@ def _entrant(baseline: bool, baseline_name: str | None, team_id: int | None, use
     return f"user:{user_id}"
 
 
-# result, evaluation, submission, participant (None for a baseline), team, baseline?, primary
-_Light = tuple[int, int, int, int | None, int | None, bool, float | None]
-
-
-def _candidates(phase: Phase, only: Q | None = None) -> dict[str, dict[str, list[_Light]]]:
-    """The newest successful attempt of every submission (of one entrant, with ``only``), by
-    part and entrant, in submission order (created, then id): ids and the primary score only,
-    as plain tuples (100,000 of them cost little), both parts in one query."""
-    rows = (
-        Result.objects.filter(
-            evaluation__state=EvaluationState.SUCCEEDED,
-            evaluation__submission__phase=phase,
-        )
-        .filter(only or Q())
-        .annotate(primary=KeyTextTransform(phase.primary_metric, "aggregates"))
-        .order_by(
-            "evaluation__submission__created_at", "evaluation__submission_id",
-            "-evaluation__attempt",
-        )
-        .values_list(
-            "part", "pk", "evaluation_id", "evaluation__submission_id",
-            "evaluation__submission__participant_id", "evaluation__submission__team_id",
-            "evaluation__submission__is_baseline", "evaluation__submission__baseline_name",
-            "primary",
-        )
-    )  # fmt: skip
-    hidden, out_users, out_teams = _exclusions(phase)
-    seen: set[tuple[str, int]] = set()
-    out: dict[str, dict[str, list[_Light]]] = {part: defaultdict(list) for part in PARTS}
-    for part, pk, ev, sub, uid, tid, baseline, bname, primary in rows:
-        if (part, sub) in seen:  # an older attempt of a submission already taken
-            continue
-        seen.add((part, sub))
-        if sub in hidden or (tid is None and uid in out_users) or tid in out_teams:
-            continue  # an organizer hid the submission or disqualified the entrant
-        entrant = _entrant(baseline, bname, tid, uid)
-        who = None if baseline else uid
-        out.setdefault(part, defaultdict(list))[entrant].append(
-            (pk, ev, sub, who, tid, baseline, _number(primary))
-        )
-    return out
-
-
-def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_Candidate, int]]]:
-    """One row per part and entrant, as the phase chooses, with how many submissions each
-    entrant has: computed in the database (window functions, PostgreSQL and SQLite alike), so
-    that a phase with 100,000 evaluations sends back one row per entrant, not per submission.
-    Ladder boards need every candidate's per-case values and are chosen in Python."""
-    if phase.use_ladder and phase.entry_selection != EntrySelection.LATEST:
-        candidates = _candidates(phase, only)
-        return {part: _select(phase, candidates[part]) for part in PARTS}
+def _newest_attempts(phase: Phase, only: Q | None = None) -> QuerySet[Any]:
+    """The candidates of a board, unordered: per part, the newest successful attempt of every
+    submission in the phase (of one entrant, with ``only``), submissions an organizer hid and
+    entrants disqualified left out, as rows of ``part, r_part, id, r_ev, r_sub, r_attempt,
+    r_created, r_uid, r_tid, r_baseline, r_solo, r_bname, r_score``. Both :func:`_chosen` (as a
+    CTE) and :func:`_ladder` read it: the rule of which attempt counts lives here only."""
     hidden, out_users, out_teams = _exclusions(phase)
     sub = "evaluation__submission__"
-    inner = (
+    return (
         Result.objects.filter(
             evaluation__state=EvaluationState.SUCCEEDED, evaluation__submission__phase=phase
         )
@@ -261,7 +206,16 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
         )
         .order_by()
     )  # fmt: skip
-    sql, params = inner.query.sql_with_params()
+
+
+def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_Candidate, int]]]:
+    """One row per part and entrant, as the phase chooses, with how many submissions each
+    entrant has: computed in the database (an anti-join and a grouped aggregate, PostgreSQL and
+    SQLite alike), so that a phase with 100,000 evaluations sends back one row per entrant, not
+    per submission. Ladder boards need every candidate's per-case values: :func:`_ladder`."""
+    if phase.use_ladder and phase.entry_selection != EntrySelection.LATEST:
+        return _ladder(phase, only)
+    sql, params = _newest_attempts(phase, only).query.sql_with_params()
     latest = phase.entry_selection == EntrySelection.LATEST
     higher = phase.primary_direction == Direction.HIGHER
     # Grouping (hashed) rather than sorting 100,000 rows: the newest attempt of each submission,
@@ -295,11 +249,50 @@ def _chosen(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_C
             if seen is not None and (rank <= seen if latest else rank >= seen):
                 continue
             order[(part, entrant)] = rank
-            primary = None if score is None or math.isnan(score) else float(score)
-            c = _Candidate(pk, ev, sid, entrant, None if baseline else uid, tid, baseline, primary)
+            c = _Candidate(
+                pk, ev, sid, entrant, None if baseline else uid, tid, baseline, _score(score)
+            )
             out.setdefault(part, {})[entrant] = (c, int(n))
     _hydrate([c for rows in out.values() for c, _n in rows.values()])
     return out
+
+
+def _ladder(phase: Phase, only: Q | None = None) -> dict[str, dict[str, tuple[_Candidate, int]]]:
+    """:func:`_chosen` for a Ladder board (entry selection "best"): every candidate of
+    :func:`_newest_attempts`, in submission order (created, then id); an entrant with several
+    keeps the one ``ranking.ladder`` shows last over their per-case values of the primary metric
+    (the first, when no submission has any), one with a single submission keeps it."""
+    higher = phase.primary_direction == Direction.HIGHER
+    metric = phase.primary_metric
+    by_entrant: dict[str, dict[str, list[_Candidate]]] = {part: {} for part in PARTS}
+    rows = _newest_attempts(phase, only).order_by("r_created", "r_sub")
+    for part, _rp, pk, ev, sid, _at, _cr, uid, tid, baseline, _solo, bname, score in rows:
+        baseline = bool(baseline)
+        entrant = _entrant(baseline, bname, tid, uid)
+        c = _Candidate(
+            pk, ev, sid, entrant, None if baseline else uid, tid, baseline, _score(score)
+        )
+        by_entrant.setdefault(part, {}).setdefault(entrant, []).append(c)
+    out: dict[str, dict[str, tuple[_Candidate, int]]] = {part: {} for part in PARTS}
+    for part, entrants in by_entrant.items():
+        for entrant, cs in entrants.items():
+            pick = cs[0]
+            if len(cs) > 1:
+                per_case = _per_case([c.result_id for c in cs], metric)
+                steps = ranking.ladder(
+                    [(str(c.result_id), per_case.get(c.result_id, {})) for c in cs],
+                    higher_is_better=higher,
+                )
+                if steps and steps[-1].best:
+                    best_id = int(steps[-1].best)
+                    pick = next(c for c in cs if c.result_id == best_id)
+            out.setdefault(part, {})[entrant] = (pick, len(cs))
+    _hydrate([c for chosen in out.values() for c, _n in chosen.values()])
+    return out
+
+
+def _score(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _hydrate(candidates: list[_Candidate]) -> None:
@@ -347,35 +340,6 @@ def _per_case(result_ids: list[int], metric: str) -> dict[int, dict[str, float |
     for pk, raw in Result.objects.filter(pk__in=result_ids).values_list("pk", "case_values"):
         out[pk] = CaseTable.from_bytes(raw).column(metric) if raw else {}
     return out
-
-
-def _select(phase: Phase, by_entrant: dict[str, list[_Light]]) -> dict[str, tuple[_Candidate, int]]:
-    """One candidate per entrant (and how many they have), as the phase chooses."""
-    higher = phase.primary_direction == Direction.HIGHER
-    metric = phase.primary_metric
-    chosen: dict[str, tuple[_Candidate, int]] = {}
-    for entrant, cs in by_entrant.items():
-        # cs is in submission order (created, then id), as _candidates reads it
-        if phase.entry_selection == EntrySelection.LATEST:
-            pick = cs[-1]
-        elif phase.use_ladder and len(cs) > 1:
-            per_case = _per_case([c[0] for c in cs], metric)
-            steps = ranking.ladder(
-                [(str(c[0]), per_case.get(c[0], {})) for c in cs], higher_is_better=higher
-            )
-            best_id = int(steps[-1].best) if steps and steps[-1].best else cs[0][0]
-            pick = next(c for c in cs if c[0] == best_id)
-        else:
-            # the best primary score; the earliest wins ties, a missing score loses
-            pick, best = cs[0], cs[0][6]
-            for c in cs[1:]:
-                s = c[6]
-                if s is not None and (best is None or (s > best if higher else s < best)):
-                    pick, best = c, s
-        pk, ev, sub, uid, tid, baseline, primary = pick
-        chosen[entrant] = (_Candidate(pk, ev, sub, entrant, uid, tid, baseline, primary), len(cs))
-    _hydrate([c for c, _n in chosen.values()])
-    return chosen
 
 
 def _rank(
@@ -599,7 +563,7 @@ def _entry(
     score: float | None, extra: dict[str, Any],
 ) -> LeaderboardEntry:  # fmt: skip
     low, high = _interval(c, phase.primary_metric)
-    assert c.aggregates is not None and c.created_at is not None  # _select hydrated it
+    assert c.aggregates is not None and c.created_at is not None  # _hydrate filled it in
     return LeaderboardEntry(
         phase=phase, part=part, entrant=e, display_name=c.display_name,
         participant_id=c.participant_id, team_id=c.team_id,
@@ -665,7 +629,7 @@ def _snapshot(phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str
 
 
 def _entrant_filter(submission: Submission) -> Q:
-    """The submissions of the same entrant as ``submission`` (as ``_candidates`` groups them)."""
+    """The submissions of the same entrant as ``submission`` (as :func:`_entrant` groups them)."""
     sub = "evaluation__submission__"
     if submission.is_baseline:
         return Q(**{f"{sub}is_baseline": True, f"{sub}baseline_name": submission.baseline_name})
@@ -680,7 +644,7 @@ def _entrant_filter(submission: Submission) -> Q:
     )
 
 
-def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
+def leaderboard_apply_result(*, evaluation_id: int) -> None:
     """Update a leaderboard for one new result: only its entrant's row is chosen again, then the
     board is re-ranked from the stored scores, so the cost does not grow with the number of
     evaluations in the phase. Phases ranked per case (rank-then-aggregate) or with the Ladder
@@ -688,16 +652,23 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
 
     Rank ranges and tiers (a bootstrap over every entry and case: seconds on a large board) are
     not computed here: the new row shows none until :func:`leaderboard_ranges` runs, off the
-    scoring path, once the board has been quiet for a while (:func:`_ranges_request`)."""
+    scoring path, once the board has been quiet for a while (:func:`_ranges_request`).
+
+    The phase is read, and locked, once; nothing is returned (the task has no use for row
+    counts, and counting a board costs a query per part)."""
     evaluation = Evaluation.objects.select_related("submission").get(pk=evaluation_id)
     submission = evaluation.submission
-    phase = Phase.objects.select_related("challenge").get(pk=submission.phase_id)
-    if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
-        return leaderboard_update(phase_id=phase.pk, reason="new result") or {}
-    counts: dict[str, int] = {}
     ranges = False
     with transaction.atomic():
-        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase.pk)
+        phase = (
+            Phase.objects.select_for_update()
+            .select_related("challenge")
+            .get(pk=submission.phase_id)
+        )
+        if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
+            # under the lock already held: leaderboard_update's own takes no time
+            leaderboard_update(phase_id=phase.pk, reason="new result")
+            return
         higher = phase.primary_direction == Direction.HIGHER
         by_part = _chosen(phase, _entrant_filter(submission))
         for part in PARTS:
@@ -717,12 +688,8 @@ def leaderboard_apply_result(*, evaluation_id: int) -> dict[str, int]:
                     )
                 )
                 _snapshot(phase, part, rows, "new result")
-                counts[part] = len(rows)
-            else:
-                counts[part] = LeaderboardEntry.objects.filter(phase=phase, part=part).count()
         if ranges:
             _ranges_request(phase)
-    return counts
 
 
 def _ranges_request(phase: Phase, *, now: datetime | None = None) -> None:

@@ -241,3 +241,124 @@ def test_full_recomputation_follows_the_rule_on_a_large_board(tmp_path, copy_fro
     assert list(LeaderboardEntry.objects.filter(phase=phase).values_list("pk", "updated_at")) == (
         before
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("snapshot_due", [False, True], ids=["no-snapshot", "snapshot"])
+def test_applying_a_result_reads_the_phase_once_and_counts_nothing(
+    tmp_path, settings, snapshot_due
+):
+    """The scoring path's board update (``leaderboard_apply_result``): the phase is read once
+    (locked), and no row is counted only to be returned."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test.utils import CaptureQueriesContext
+
+    from challenges.services.leaderboards import leaderboard_apply_result
+    from challenges.services.scoring import evaluation_score
+    from challenges.services.submissions import submission_create
+
+    phase, preds = classification_phase(tmp_path, n_cases=50, primary_metric="brier")
+    body = preds.read_bytes()
+    users = [UserFactory() for _ in range(3)]
+    for user in users:
+        submit_and_score(phase, user, body)
+    submission = submission_create(
+        user=users[0], phase=phase, file=SimpleUploadedFile("p.csv", body)
+    )
+    evaluation = submission.evaluations.get()
+    evaluation_score(evaluation_id=evaluation.pk)
+    settings.SCANBENCH_SNAPSHOT_INTERVAL_S = 0 if snapshot_due else 3600
+    with CaptureQueriesContext(connection) as queries:
+        leaderboard_apply_result(evaluation_id=evaluation.pk)
+    sqls = [q["sql"] for q in queries.captured_queries]
+    phase_reads = [s for s in sqls if s.startswith("SELECT") and 'FROM "challenges_phase"' in s]
+    assert len(phase_reads) == 1 and phase_reads[0].endswith("FOR UPDATE")
+    assert not any(s.startswith("SELECT COUNT(") for s in sqls)  # the board is not counted
+    # the evaluation, the locked phase, exclusions, the entrant's row (chosen, then hydrated);
+    # per part: delete, insert, re-rank, last snapshot's date (when one is due: the board, the
+    # last snapshot's rows, the new snapshot); the ranges request; savepoint and release
+    assert len(sqls) == (22 if snapshot_due else 16)
+    first = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
+    assert first.n_submissions == 2 and first.submission_id != submission.pk  # a tie: the earliest
+
+
+def _expected_ladder(phase, part):
+    """A Ladder board by its rule, from every result: the newest attempt per submission, hidden
+    submissions and disqualified participants left out; per participant, in submission order,
+    the submission ``ranking.ladder`` shows last (the only one, when there is one)."""
+    from challenges.models import EntryExclusion, Evaluation
+    from evaluator import ranking
+
+    exclusions = EntryExclusion.objects.filter(phase=phase, lifted_at__isnull=True)
+    hidden = {e.submission_id for e in exclusions if e.submission_id}
+    out_users = {e.participant_id for e in exclusions if e.participant_id}
+    newest = {}
+    for ev in Evaluation.objects.filter(submission__phase=phase, state="succeeded"):
+        if ev.submission_id not in newest or ev.attempt > newest[ev.submission_id].attempt:
+            newest[ev.submission_id] = ev
+    by_user = {}
+    for sub_id, ev in sorted(newest.items(), key=lambda kv: (kv[1].submission.created_at, kv[0])):
+        uid = ev.submission.participant_id
+        if sub_id not in hidden and uid not in out_users:
+            by_user.setdefault(uid, []).append(ev.results.get(part=part))
+    expected = {}
+    for uid, results in by_user.items():
+        pick = results[0]
+        if len(results) > 1:
+            steps = ranking.ladder(
+                [(str(r.pk), r.cases.column("brier")) for r in results], higher_is_better=False
+            )
+            if steps[-1].best:
+                pick = next(r for r in results if str(r.pk) == steps[-1].best)
+        expected[f"user:{uid}"] = (pick.evaluation.submission_id, len(results))
+    return expected
+
+
+@pytest.mark.django_db
+def test_a_ladder_board_follows_the_rule_for_every_entrant(tmp_path):
+    """Ladder boards take their candidates from the same query as the other boards (newest
+    attempt, exclusions) and choose among them with the Ladder: many entrants, some with one
+    submission, re-run attempts, a hidden submission and a disqualified participant."""
+    import random
+
+    from challenges.models import EntryExclusion, ExclusionKind
+    from challenges.services.leaderboards import leaderboard_apply_result
+
+    phase, _preds = classification_phase(tmp_path, n_cases=20, primary_metric="brier")
+    phase.use_ladder, phase.primary_direction = True, "lower"
+    phase.save()
+    users = _seed_board(phase, n_users=40, per_user=4, seed=1)
+    users += _seed_board(phase, n_users=5, per_user=1, seed=2)
+    rng = random.Random(3)
+    results = list(Result.objects.filter(evaluation__submission__phase=phase))
+    for r in results:  # per-case values: some submissions much better, others a hair
+        quality = rng.choice([0.2, 0.5, 0.52, 0.8])
+        r.cases = {f"c{i}": {"brier": quality + rng.uniform(-0.1, 0.1)} for i in range(30)}
+    Result.objects.bulk_update(results, ["case_values"])
+    organizer = UserFactory()
+    hidden = users[0].submissions.order_by("created_at", "pk").first()
+    EntryExclusion.objects.create(
+        phase=phase, kind=ExclusionKind.HIDDEN, submission=hidden, reason="x", created_by=organizer
+    )
+    EntryExclusion.objects.create(
+        phase=phase, kind=ExclusionKind.DISQUALIFIED, participant=users[1], reason="x",
+        created_by=organizer,
+    )  # fmt: skip
+    # from the scoring path, a Ladder board is recomputed whole (under the phase's one lock)
+    leaderboard_apply_result(evaluation_id=results[0].evaluation_id)
+    moved = 0
+    for part in ("public", "private"):
+        got = {
+            r.entrant: (r.submission_id, r.n_submissions)
+            for r in LeaderboardEntry.objects.filter(phase=phase, part=part)
+        }
+        expected = _expected_ladder(phase, part)
+        assert got == expected
+        assert len(got) == 44 and f"user:{users[1].pk}" not in got
+        assert got[f"user:{users[0].pk}"][1] == 3
+        firsts = {
+            u.pk: u.submissions.exclude(pk=hidden.pk).order_by("created_at", "pk").first().pk
+            for u in users
+        }
+        moved += sum(sub != firsts[int(e.split(":")[1])] for e, (sub, _n) in got.items())
+    assert moved  # the Ladder did move for some entrants

@@ -189,28 +189,24 @@ def test_an_onnx_run_never_imports_torch_and_torchscript_never_onnxruntime(
     backend, case_dirs, tmp_path
 ):
     nifti_cases(tmp_path / "nii", tmp_path / "reference")
-    onnx = run_model_submission(
-        model_path=onnx_segmenter(tmp_path / "model.onnx"),
-        input_dir=tmp_path / "nii",
-        output_dir=tmp_path / "out-onnx",
-        input_spec=SEGMENTER_SPEC,
-        limits=LIMITS,
-        backend=backend,
-    )
-    assert onnx.ok, onnx.logs_tail
-    stats = _runner_stats(onnx.logs_tail)
-    assert stats["onnxruntime_imported"] is True
-    assert stats["torch_imported"] is False
-    torchscript = run_model_submission(
-        model_path=torchscript_classifier(tmp_path / "model.pt"),
-        input_dir=case_dirs[0],
-        output_dir=tmp_path / "out-torchscript",
-        input_spec=CLASSIFIER_SPEC,
-        limits=LIMITS,
-        backend=backend,
-    )
-    assert torchscript.ok, torchscript.logs_tail
-    stats = _runner_stats(torchscript.logs_tail)
-    assert stats["torch_imported"] is True
-    assert stats["onnxruntime_imported"] is False
-    assert {"import_s", "framework_import_s", "load_s", "compute_s"} <= stats.keys()
+    runs = [
+        # name, model, inputs, input spec, the framework it imports, the one it must not
+        ("onnx", onnx_segmenter(tmp_path / "model.onnx"), tmp_path / "nii", SEGMENTER_SPEC,
+         "onnxruntime", "torch"),
+        ("torchscript", torchscript_classifier(tmp_path / "model.pt"), case_dirs[0],
+         CLASSIFIER_SPEC, "torch", "onnxruntime"),
+    ]  # fmt: skip
+    for name, model, inputs, spec, imported, forbidden in runs:
+        run = run_model_submission(
+            model_path=model,
+            input_dir=inputs,
+            output_dir=tmp_path / f"out-{name}",
+            input_spec=spec,
+            limits=LIMITS,
+            backend=backend,
+        )
+        assert run.ok, (name, run.logs_tail)
+        stats = _runner_stats(run.logs_tail)
+        assert stats[f"{imported}_imported"] is True, name
+        assert stats[f"{forbidden}_imported"] is False, name
+        assert {"import_s", "framework_import_s", "load_s", "compute_s"} <= stats.keys(), name
