@@ -143,6 +143,16 @@ def test_multi_label_is_scored_label_by_label():
 # --------------------------------------------------------------- brute-force agreement
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def search(request, monkeypatch):
+    """Run a test with the compiled nearest-surface search, then with its NumPy twin."""
+    from evaluator.metrics import _compiled
+
+    if request.param == "numpy":
+        monkeypatch.setattr(_compiled, "nearest_in_ball", None)
+    return request.param
+
+
 def random_blob_pair(rng, shape, p=0.3):
     ref = ndimage.binary_opening(rng.random(shape) < p + 0.2) | (rng.random(shape) < 0.02)
     pred = ndimage.binary_opening(rng.random(shape) < p + 0.2) | (rng.random(shape) < 0.02)
@@ -160,7 +170,7 @@ def random_blob_pair(rng, shape, p=0.3):
     ],
 )
 @pytest.mark.parametrize("method", ["kdtree", "edt", "auto"])
-def test_distances_agree_with_all_pairs_brute_force(shape, spacing, method):
+def test_distances_agree_with_all_pairs_brute_force(shape, spacing, method, search):
     rng = np.random.default_rng(hash((shape, spacing)) % 2**32)
     for _ in range(3):
         ref, pred = random_blob_pair(rng, shape)
@@ -249,11 +259,12 @@ def test_translating_both_masks_changes_nothing(pair, dy, dx):
 
 
 @pytest.mark.parametrize("ball", [1, 5, 40])
-def test_offset_ball_and_tree_fallback_agree_with_brute_force(monkeypatch, ball):
+def test_offset_ball_and_tree_fallback_agree_with_brute_force(monkeypatch, ball, search):
     """Small offset balls push most points to the k-d tree fallback; the result must not move."""
     import evaluator.metrics.surface as surface_module
 
     monkeypatch.setattr(surface_module, "BALL_OFFSETS", ball)
+    monkeypatch.setattr(surface_module, "BALL_OFFSETS_COMPILED", ball)
     monkeypatch.setattr(surface_module, "OFFSET_BLOCK", 3)
     rng = np.random.default_rng(ball)
     for shape, spacing in (((15, 19), (0.6, 1.7)), ((8, 11, 9), (1.2, 0.9, 2.1))):
@@ -266,3 +277,58 @@ def test_offset_ball_and_tree_fallback_agree_with_brute_force(monkeypatch, ball)
         assert (d_pr.sum() + d_rp.sum()) / (d_pr.size + d_rp.size) == pytest.approx(
             bf["assd"], abs=1e-9
         )
+
+
+def test_the_platform_scores_with_the_compiled_search():
+    """requirements.txt installs Numba, so the platform's workers run the compiled search; this
+    fails on an install where it silently fell back to NumPy."""
+    import os
+
+    from evaluator.metrics import _compiled
+
+    if os.environ.get("SCANBENCH_NO_COMPILED", "") not in ("", "0"):
+        pytest.skip("SCANBENCH_NO_COMPILED is set: the NumPy twins are tested on purpose")
+
+    assert _compiled.kernel_name == "numba"
+    assert _compiled.nearest_in_ball is not None
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_compiled_and_numpy_searches_give_identical_distances(monkeypatch, ndim):
+    """Given the same ball, the two searches try the same offsets in the same order and give
+    bit-identical distances, for points inside the other surface's box, just outside it, and
+    far away (k-d tree), on one thread or two; with its own, larger ball the compiled search
+    still agrees with the EDT."""
+    import evaluator.metrics.surface as surface_module
+    from evaluator.metrics import _compiled
+
+    rng = np.random.default_rng(20 + ndim)
+    for trial in range(12):
+        shape = tuple(int(n) for n in rng.integers(6, 40 if ndim == 2 else 24, ndim))
+        spacing = tuple(float(x) for x in rng.uniform(0.4, 2.5, ndim))
+        ref = ndimage.binary_dilation(rng.random(shape) < 0.01, iterations=int(rng.integers(1, 3)))
+        pred = np.zeros(shape, dtype=bool)
+        # a blob near the reference plus a far one: some points hit inside the box, some from
+        # outside it, some only through the tree
+        pred[tuple(slice(0, max(2, n // 4)) for n in shape)] = True
+        pred |= np.roll(ref, int(rng.integers(-3, 4)), axis=trial % ndim)
+        if not ref.any():
+            continue
+        runs = []
+        for impl in ("compiled", "numpy"):
+            with monkeypatch.context() as m:
+                m.setattr(surface_module, "BALL_OFFSETS_COMPILED", surface_module.BALL_OFFSETS)
+                if impl == "numpy":
+                    m.setattr(_compiled, "nearest_in_ball", None)
+                for workers in (1, -1):
+                    got = directed_distances(pred, ref, spacing, method="kdtree", workers=workers)
+                    assert got is not None
+                    runs.append(got)
+        own_ball = directed_distances(pred, ref, spacing, method="kdtree")
+        edt = directed_distances(pred, ref, spacing, method="edt")
+        assert edt is not None and own_ball is not None
+        for d_pr, d_rp in runs:
+            assert np.array_equal(d_pr, runs[0][0]) and np.array_equal(d_rp, runs[0][1])
+        for d_pr, d_rp in [*runs, own_ball]:
+            np.testing.assert_allclose(d_pr, edt[0], rtol=0, atol=1e-9)
+            np.testing.assert_allclose(d_rp, edt[1], rtol=0, atol=1e-9)
