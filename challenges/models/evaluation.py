@@ -97,6 +97,12 @@ class Evaluation(models.Model):
         max_length=500, blank=True, help_text="Predictions written by a code submission."
     )
     timings = models.JSONField(default=dict, blank=True)
+    board_pending = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Succeeded, and its leaderboard row not chosen again yet. The leaderboard "
+        "task applies every pending result of a phase at once.",
+    )
 
     class Meta:
         ordering = ["-queued_at"]
@@ -111,7 +117,15 @@ class Evaluation(models.Model):
                 name="evaluation_one_active_per_submission",
             ),
         ]
-        indexes = [models.Index(fields=["state", "queued_at"])]
+        indexes = [
+            models.Index(fields=["state", "queued_at"]),
+            # the few results waiting for the leaderboard task
+            models.Index(
+                fields=["board_pending"],
+                condition=models.Q(board_pending=True),
+                name="evaluation_board_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"evaluation of submission {self.submission_id}, attempt {self.attempt}"

@@ -374,7 +374,9 @@ def evaluation_finish(
         results,
         name_cases=evaluation.submission.phase.submission_kind == SubmissionKind.PREDICTIONS,
     )
-    fields = ["state", "finished_at", "timings", "message"]
+    # the leaderboard task picks it up (with every other pending result of the phase)
+    evaluation.board_pending = True
+    fields = ["state", "finished_at", "timings", "message", "board_pending"]
     evaluation.save(update_fields=fields + _clear_lease(evaluation))
     transaction.on_commit(lambda: _after_final(evaluation_id))
     return True
@@ -550,7 +552,11 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
             ev.save(update_fields=["enqueued_at", *_clear_lease(ev)])
             _send_on_commit(ev.pk)
             counts["retaken" if lapsed else "resent"] += 1
-    from challenges.services.leaderboards import leaderboard_ranges_resend
+    from challenges.services.leaderboards import (
+        leaderboard_pending_resend,
+        leaderboard_ranges_resend,
+    )
 
     counts["ranges_resent"] = leaderboard_ranges_resend(now=now)
+    counts["board_resent"] = leaderboard_pending_resend(now=now)
     return counts

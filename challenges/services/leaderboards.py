@@ -480,6 +480,10 @@ def leaderboard_update(
             and phase.leaderboard_computed_at >= requested_at
         ):
             return None
+        # every result of the phase is seen by this recomputation: none waits any more
+        Evaluation.objects.filter(board_pending=True, submission__phase=phase).update(
+            board_pending=False
+        )
         phase.leaderboard_computed_at = timezone.now()  # before reading: sees all committed
         # the rank ranges are computed here too: none stay pending
         phase.ranges_pending_since = phase.ranges_due_at = None
@@ -645,39 +649,74 @@ def _entrant_filter(submission: Submission) -> Q:
 
 
 def leaderboard_apply_result(*, evaluation_id: int) -> None:
-    """Update a leaderboard for one new result: only its entrant's row is chosen again, then the
-    board is re-ranked from the stored scores, so the cost does not grow with the number of
-    evaluations in the phase. Phases ranked per case (rank-then-aggregate) or with the Ladder
-    fall back to the full recomputation.
+    """Update a leaderboard for new results: the rows of the entrants with a result waiting
+    (``Evaluation.board_pending``) are chosen again, then the board is re-ranked from the stored
+    scores once, so the cost grows with neither the number of evaluations in the phase nor the
+    size of a burst. Phases ranked per case (rank-then-aggregate) or with the Ladder fall back to
+    the full recomputation.
+
+    Every successful evaluation sends this task, but the first to take the phase's lock applies
+    all results waiting in that phase: under a burst, later deliveries find nothing left to do
+    and return after two queries. Nothing is lost if a delivery fails: the waiting marks are
+    cleared in the same transaction as the rows are written, and the reaper sends the task again
+    for a phase whose results have waited too long (:func:`leaderboard_pending_resend`).
 
     Rank ranges and tiers (a bootstrap over every entry and case: seconds on a large board) are
-    not computed here: the new row shows none until :func:`leaderboard_ranges` runs, off the
-    scoring path, once the board has been quiet for a while (:func:`_ranges_request`).
-
-    The phase is read, and locked, once; nothing is returned (the task has no use for row
-    counts, and counting a board costs a query per part)."""
-    evaluation = Evaluation.objects.select_related("submission").get(pk=evaluation_id)
-    submission = evaluation.submission
+    not computed here: the new rows show none until :func:`leaderboard_ranges` runs, off the
+    scoring path, once the board has been quiet for a while (:func:`_ranges_request`)."""
+    own = Evaluation.objects.select_related("submission").filter(pk=evaluation_id).first()
+    if own is None:
+        return
     ranges = False
     with transaction.atomic():
         phase = (
             Phase.objects.select_for_update()
             .select_related("challenge")
-            .get(pk=submission.phase_id)
+            .get(pk=own.submission.phase_id)
+        )
+        pending = list(
+            Submission.objects.filter(phase=phase, evaluations__board_pending=True).only(
+                "pk", "is_baseline", "baseline_name", "team_id", "participant_id"
+            )
+        )
+        if (
+            not own.board_pending
+            and own.state == EvaluationState.SUCCEEDED
+            and own.finished_at is not None
+            and not LeaderboardEntry.objects.filter(
+                phase=phase,
+                entrant=_entrant_key(own.submission),
+                updated_at__gte=own.finished_at,
+            ).exists()
+        ):
+            # Not marked (it succeeded before marks existed, or a caller names it directly) and
+            # no row was written since it finished: apply it too.
+            pending.append(own.submission)
+        if not pending:
+            return  # another delivery applied this result with others of the burst
+        Evaluation.objects.filter(board_pending=True, submission__phase=phase).update(
+            board_pending=False
         )
         if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
             # under the lock already held: leaderboard_update's own takes no time
             leaderboard_update(phase_id=phase.pk, reason="new result")
             return
         higher = phase.primary_direction == Direction.HIGHER
-        by_part = _chosen(phase, _entrant_filter(submission))
+        only = Q()
+        for q in {_entrant_key(s): _entrant_filter(s) for s in pending}.values():
+            only |= q
+        by_part = _chosen(phase, only)
         for part in PARTS:
             chosen_n = by_part[part]
-            for e, (c, n) in chosen_n.items():
-                row = _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
-                             extra={})  # fmt: skip
-                LeaderboardEntry.objects.filter(phase=phase, part=part, entrant=e).delete()
-                row.save()
+            rows = [
+                _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
+                       extra={})
+                for e, (c, n) in chosen_n.items()
+            ]  # fmt: skip
+            LeaderboardEntry.objects.filter(
+                phase=phase, part=part, entrant__in=[r.entrant for r in rows]
+            ).delete()
+            LeaderboardEntry.objects.bulk_create(rows)
             _rerank(phase, part, higher_is_better=higher)
             if _per_case_mean(phase) or _set_level(phase):
                 ranges = True
@@ -690,6 +729,36 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
                 _snapshot(phase, part, rows, "new result")
         if ranges:
             _ranges_request(phase)
+
+
+def _entrant_key(submission: Submission) -> str:
+    return _entrant(
+        submission.is_baseline,
+        submission.baseline_name,
+        submission.team_id,
+        submission.participant_id,
+    )
+
+
+def leaderboard_pending_resend(*, now: datetime | None = None, older_than_s: float = 60.0) -> int:
+    """Send the leaderboard task again for every phase with a result that has waited for its row
+    longer than ``older_than_s`` (its task was lost, or failed for good); returns how many
+    phases. Called by the reaper."""
+    from challenges import tasks
+
+    now = now or timezone.now()
+    waiting = Evaluation.objects.filter(
+        board_pending=True, finished_at__lt=now - timedelta(seconds=older_than_s)
+    ).values_list("submission__phase_id", "pk")
+    stale = {phase_id: pk for phase_id, pk in waiting.order_by("-pk")}.values()
+    sent = 0
+    for evaluation_id in stale:
+        try:
+            tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
+            sent += 1
+        except Exception:
+            logger.exception("could not send the leaderboard update for %s", evaluation_id)
+    return sent
 
 
 def _ranges_request(phase: Phase, *, now: datetime | None = None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import math
 import os
@@ -153,6 +154,19 @@ class _Zygote:
 _zygote = _Zygote()
 
 
+def _warm_up() -> None:
+    """Parse one small table of each kind the children parse, so that what the parsers set up
+    lazily on their first call (pandas' CSV and string machinery) is done once here, not again
+    in every child."""
+    from evaluator.readers.tables import read_predictions_csv
+
+    for text in (b"case_id,score\na,0.5\nb,1\n", b"case_id,class_0,class_1\na,0.5,0.5\n"):
+        with contextlib.suppress(Exception):
+            read_predictions_csv(text, "warm-up", classes=[0, 1])
+    with contextlib.suppress(Exception):
+        read_predictions_csv(b"case_id,label\na,1\n", "warm-up", classes=[0, 1, 2])
+
+
 def _zygote_main(fd: int) -> None:
     """The zygote's loop: receive a request and a socket, fork a child for it. Ends with its
     parent (the control socket closes)."""
@@ -160,6 +174,11 @@ def _zygote_main(fd: int) -> None:
 
     for name in _PRELOAD:
         importlib.import_module(name)
+    _warm_up()
+    # Everything imported so far is moved out of the collector's sight: a child's collections
+    # then never walk (and so never copy-on-write) the zygote's objects.
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control = socket.socket(fileno=fd)
     while True:

@@ -274,10 +274,11 @@ def test_applying_a_result_reads_the_phase_once_and_counts_nothing(
     phase_reads = [s for s in sqls if s.startswith("SELECT") and 'FROM "challenges_phase"' in s]
     assert len(phase_reads) == 1 and phase_reads[0].endswith("FOR UPDATE")
     assert not any(s.startswith("SELECT COUNT(") for s in sqls)  # the board is not counted
-    # the evaluation, the locked phase, exclusions, the entrant's row (chosen, then hydrated);
-    # per part: delete, insert, re-rank, last snapshot's date (when one is due: the board, the
-    # last snapshot's rows, the new snapshot); the ranges request; savepoint and release
-    assert len(sqls) == (22 if snapshot_due else 16)
+    # the evaluation, the locked phase, the results waiting, clearing their marks, exclusions,
+    # the entrants' rows (chosen, then hydrated); per part: delete, insert, re-rank, last
+    # snapshot's date (when one is due: the board, the last snapshot's rows, the new snapshot);
+    # the ranges request; savepoint and release
+    assert len(sqls) == (24 if snapshot_due else 18)
     first = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
     assert first.n_submissions == 2 and first.submission_id != submission.pk  # a tie: the earliest
 
@@ -362,3 +363,75 @@ def test_a_ladder_board_follows_the_rule_for_every_entrant(tmp_path):
         }
         moved += sum(sub != firsts[int(e.split(":")[1])] for e, (sub, _n) in got.items())
     assert moved  # the Ladder did move for some entrants
+
+
+@pytest.mark.django_db
+def test_a_burst_of_results_is_applied_by_one_delivery_and_the_reaper_sends_a_lost_one(
+    tmp_path, monkeypatch
+):
+    """Results waiting for their rows are applied together by the first delivery that takes the
+    phase's lock; the deliveries after it find nothing to do. A result whose delivery was lost
+    is sent again by the reaper once it has waited a minute, and then lands on the board."""
+    from datetime import timedelta
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from challenges import tasks
+    from challenges.models import Evaluation
+    from challenges.services.evaluations import evaluations_reap
+    from challenges.services.leaderboards import leaderboard_apply_result
+    from challenges.services.scoring import evaluation_score
+    from challenges.services.submissions import submission_create
+
+    phase, preds = classification_phase(tmp_path, n_cases=40, primary_metric="brier")
+    body = preds.read_bytes()
+    users = [UserFactory() for _ in range(4)]
+    evaluations = []
+    for user in users:  # scored, but no leaderboard task has run yet: a burst
+        submission = submission_create(
+            user=user, phase=phase, file=SimpleUploadedFile("p.csv", body)
+        )
+        evaluation = submission.evaluations.get()
+        evaluation_score(evaluation_id=evaluation.pk)
+        evaluations.append(evaluation)
+    assert Evaluation.objects.filter(board_pending=True).count() == 4
+    assert not LeaderboardEntry.objects.filter(phase=phase).exists()
+
+    leaderboard_apply_result(evaluation_id=evaluations[2].pk)  # the first delivery to run
+    assert set(
+        LeaderboardEntry.objects.filter(phase=phase, part="public").values_list(
+            "participant_id", flat=True
+        )
+    ) == {u.pk for u in users}
+    assert not Evaluation.objects.filter(board_pending=True).exists()
+    before = list(LeaderboardEntry.objects.filter(phase=phase).values_list("pk", "updated_at"))
+    for evaluation in (evaluations[0], evaluations[1], evaluations[3]):
+        with CaptureQueriesContext(connection) as queries:
+            leaderboard_apply_result(evaluation_id=evaluation.pk)
+        # the evaluation, the locked phase, the results waiting, its entrant's newer row
+        assert len(queries.captured_queries) <= 6
+    after = list(LeaderboardEntry.objects.filter(phase=phase).values_list("pk", "updated_at"))
+    assert after == before  # nothing written again
+
+    # a result whose leaderboard task was lost
+    submission = submission_create(
+        user=users[0], phase=phase, file=SimpleUploadedFile("p.csv", body.replace(b"0.", b"0.0"))
+    )
+    lost = submission.evaluations.get()
+    evaluation_score(evaluation_id=lost.pk)
+    sent = []
+    monkeypatch.setattr(
+        tasks.leaderboard_apply_result,
+        "apply_async",
+        lambda kwargs, **_: sent.append(kwargs["evaluation_id"]),
+    )
+    assert evaluations_reap()["board_resent"] == 0  # it has not waited long enough
+    later = timezone.now() + timedelta(seconds=61)
+    assert evaluations_reap(now=later)["board_resent"] == 1
+    assert sent == [lost.pk]
+    leaderboard_apply_result(evaluation_id=sent[0])
+    row = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
+    assert row.n_submissions == 2
+    assert not Evaluation.objects.filter(board_pending=True).exists()
