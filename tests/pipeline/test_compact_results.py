@@ -192,18 +192,24 @@ def _seed_board(phase, n_users: int, per_user: int, seed: int = 0):
     return users
 
 
-def _expected(phase, part):
-    """The board by the rule docs/pipeline.md states, computed in Python from every result:
-    newest attempt per submission; per participant the lowest Brier score, the earliest
-    submission on a tie, a missing score last."""
+def _newest_attempts_in_order(phase):
+    """(submission id, its newest successful evaluation), in submission order."""
     from challenges.models import Evaluation
 
     newest = {}
     for ev in Evaluation.objects.filter(submission__phase=phase, state="succeeded"):
         if ev.submission_id not in newest or ev.attempt > newest[ev.submission_id].attempt:
             newest[ev.submission_id] = ev
+    return sorted(newest.items(), key=lambda kv: (kv[1].submission.created_at, kv[0]))
+
+
+def _expected(phase, part):
+    """The board by the rule docs/pipeline.md states, computed in Python from every result:
+    newest attempt per submission; per participant the lowest Brier score, the earliest
+    submission on a tie, a missing score last."""
+
     best = {}
-    for sub_id, ev in sorted(newest.items(), key=lambda kv: (kv[1].submission.created_at, kv[0])):
+    for sub_id, ev in _newest_attempts_in_order(phase):
         score = ev.results.get(part=part).aggregates.get("brier")
         uid = ev.submission.participant_id
         key = (score is None, score if score is not None else 0.0)
@@ -287,18 +293,14 @@ def _expected_ladder(phase, part):
     """A Ladder board by its rule, from every result: the newest attempt per submission, hidden
     submissions and disqualified participants left out; per participant, in submission order,
     the submission ``ranking.ladder`` shows last (the only one, when there is one)."""
-    from challenges.models import EntryExclusion, Evaluation
+    from challenges.models import EntryExclusion
     from evaluator import ranking
 
     exclusions = EntryExclusion.objects.filter(phase=phase, lifted_at__isnull=True)
     hidden = {e.submission_id for e in exclusions if e.submission_id}
     out_users = {e.participant_id for e in exclusions if e.participant_id}
-    newest = {}
-    for ev in Evaluation.objects.filter(submission__phase=phase, state="succeeded"):
-        if ev.submission_id not in newest or ev.attempt > newest[ev.submission_id].attempt:
-            newest[ev.submission_id] = ev
     by_user = {}
-    for sub_id, ev in sorted(newest.items(), key=lambda kv: (kv[1].submission.created_at, kv[0])):
+    for sub_id, ev in _newest_attempts_in_order(phase):
         uid = ev.submission.participant_id
         if sub_id not in hidden and uid not in out_users:
             by_user.setdefault(uid, []).append(ev.results.get(part=part))
