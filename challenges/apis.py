@@ -101,7 +101,7 @@ class SubmissionCreateApi(APIView):
         phase = phase_get_public(phase_id=phase_id)
         submission = submission_create_from_request(request, phase=phase)
         body = dict(SubmissionOut(submission).data)
-        body["limits"] = limits_for(user=cast(User, request.user), phase=phase).to_json()
+        body["limits"] = submission.limits_after.to_json()  # type: ignore[attr-defined]
         return Response(body, status=status.HTTP_201_CREATED)
 
 

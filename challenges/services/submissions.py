@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import File
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from challenges.models import (
@@ -100,17 +100,26 @@ def _counted(phase: Phase, user: User, team: Team | None) -> Any:
     return Submission.objects.filter(who, phase=phase, is_baseline=False).exclude(failed_last)
 
 
-def limits_for(*, user: User, phase: Phase, now: datetime | None = None) -> Limits:
-    """How many submissions the user (or their team) has used and has left, today and in all."""
+def limits_for(
+    *,
+    user: User,
+    phase: Phase,
+    now: datetime | None = None,
+    entrant: tuple[str, Team | None] | None = None,
+) -> Limits:
+    """How many submissions the user (or their team) has used and has left, today and in all
+    (one query; ``entrant``, when the caller has it from :func:`entrant_for`, saves another)."""
     now = now or timezone.now()
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    _, team = entrant_for(user=user, phase=phase)
-    counted = _counted(phase, user, team)
+    _, team = entrant or entrant_for(user=user, phase=phase)
+    used = _counted(phase, user, team).aggregate(
+        total=Count("pk"), daily=Count("pk", filter=Q(created_at__gte=day_start))
+    )
     return Limits(
         daily_limit=phase.daily_limit,
-        daily_used=counted.filter(created_at__gte=day_start).count(),
+        daily_used=int(used["daily"]),
         total_limit=phase.total_limit,
-        total_used=counted.count(),
+        total_used=int(used["total"]),
         resets_at=day_start + timedelta(days=1),
     )
 
@@ -258,6 +267,9 @@ def submission_create(
     (atomically, under a lock on the entrant's counter row), store the file with its sha256,
     create the submission and its first evaluation, and enqueue the evaluation on commit.
 
+    The returned submission carries ``limits_after``: the participant's limits with it counted,
+    as read under the lock (callers answer with them without counting again).
+
     Raises SubmissionRefused with a message for the participant; stores nothing then.
     """
     now = now or timezone.now()
@@ -269,6 +281,7 @@ def submission_create(
     digest = _sha256(file)
     entrant, team = entrant_for(user=user, phase=phase)
     submission: Submission | None = None
+    limits: Limits | None = None
     try:
         with transaction.atomic():
             SubmissionCounter.objects.bulk_create(
@@ -276,7 +289,8 @@ def submission_create(
             )
             # Serializes concurrent uploads of one entrant: the count below cannot go stale.
             SubmissionCounter.objects.select_for_update().get(phase=phase, entrant=entrant)
-            _check_limits(limits_for(user=user, phase=phase, now=now))
+            limits = limits_for(user=user, phase=phase, now=now, entrant=(entrant, team))
+            _check_limits(limits)
             submission = Submission(
                 phase=phase,
                 participant=user,
@@ -293,6 +307,10 @@ def submission_create(
             from challenges.services.evaluations import evaluation_create
 
             evaluation_create(submission=submission)
+            # the limits the new submission leaves (counted under the lock, plus itself)
+            submission.limits_after = replace(  # type: ignore[attr-defined]
+                limits, daily_used=limits.daily_used + 1, total_used=limits.total_used + 1
+            )
     except BaseException:
         # Nothing is kept of a refused or failed submission: its row is rolled back, and the
         # file it stored, if it got that far, is deleted.

@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,9 +96,42 @@ def _check_header(
         )
 
 
+def _numbers_first(text: str) -> pd.DataFrame | None:
+    """The table with every column but ``case_id`` read straight into float64 by the CSV
+    parser (the same values as Python's float(), tested); None when some value is not a finite
+    number, and then the caller reads every column as text, which gives the precise error.
+    Valid files, nearly all of them, are parsed once and build no text objects for their
+    numbers."""
+    dtypes: defaultdict[str, Any] = defaultdict(lambda: np.float64)
+    dtypes["case_id"] = str
+    try:
+        df = pd.read_csv(
+            io.StringIO(text),
+            dtype=dtypes,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, TypeError):
+        return None
+    numbers = [c for c in df.columns if str(c).strip() != "case_id"]
+    if "case_id" not in df.columns or any(df[c].dtype != np.float64 for c in numbers):
+        return None
+    if numbers and not np.isfinite(df[numbers].to_numpy()).all():
+        return None
+    return df
+
+
 def _read_table(
-    raw: bytes, display: str, err: type[EvaluatorInputError], max_columns: int
+    raw: bytes,
+    display: str,
+    err: type[EvaluatorInputError],
+    max_columns: int,
+    *,
+    numbers: bool = False,
 ) -> pd.DataFrame:
+    """The CSV as a table of text columns; with ``numbers``, columns other than ``case_id``
+    come as float64 when every value reads as a finite number (else as text, as without)."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -105,14 +139,16 @@ def _read_table(
     if not text.strip():
         raise err("the CSV file is empty", file=display)
     _check_header(text, display, err, max_columns)
+    df = _numbers_first(text) if numbers else None
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skipinitialspace=True,
-        )
+        if df is None:
+            df = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                skipinitialspace=True,
+            )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise err(f"unreadable CSV ({exc})", file=display) from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -138,6 +174,8 @@ def _read_table(
 def _numbers(
     df: pd.DataFrame, column: str, display: str, err: type[EvaluatorInputError]
 ) -> NDArray[np.float64]:
+    if df[column].dtype == np.float64:  # read as finite numbers already (_numbers_first)
+        return df[column].to_numpy(dtype=np.float64)
     # pandas' number parser skips surrounding blanks itself; the stripped text is only built
     # (and parsed again, the original rule) when some value does not read as a finite number.
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
@@ -201,7 +239,7 @@ def read_predictions_csv(
 ) -> ClassificationPredictions:
     """Parse predictions for a reference with the given ``classes`` (sorted class labels)."""
     err = InvalidSubmission
-    df = _read_table(raw, display, err, max_columns=len(classes) + 1)
+    df = _read_table(raw, display, err, max_columns=len(classes) + 1, numbers=True)
     cols = [c for c in df.columns if c != "case_id"]
     class_cols = [f"class_{k}" for k in classes]
     binary = list(classes) == [0, 1]

@@ -300,3 +300,39 @@ def test_zero_spacing_in_a_header_is_refused(tmp_path, ref_dir, write_masks):
     assert "case p2: cannot read the mask: invalid voxel spacing (1.0, 0.0, 1.0)" in seg_error(
         tmp_path, pred, ref_dir
     )
+
+
+def test_probabilities_read_exactly_as_python_floats_whatever_their_form():
+    """The CSV parser reads valid numbers straight into float64; each must be the value
+    Python's float() gives the same text (every digit count, exponents, blanks before). A file
+    with one value that is not a finite number is read again as text, for the precise error."""
+    import random
+
+    from evaluator.readers.tables import read_predictions_csv
+
+    rng = random.Random(5)
+    texts = []
+    for _ in range(20_000):
+        v = rng.random()
+        form = rng.randrange(6)
+        texts.append(
+            [
+                repr(v),
+                f"{v:.{rng.randint(1, 25)}f}",
+                f"{v:.{rng.randint(1, 20)}e}",
+                f"{v:.17g}",
+                f" {v:.9f}",
+                rng.choice(
+                    ["0", "1", ".5", "1.", "0.1", "4.9e-324", "1e-300", "0.30000000000000004"]
+                ),
+            ][form]
+        )
+    body = "case_id,score\n" + "".join(f"c{i},{t}\n" for i, t in enumerate(texts))
+    expected = [float(t) for t in texts]
+    got = read_predictions_csv(body.encode(), "p.csv", classes=[0, 1]).probs[:, 1]
+    assert got.tolist() == expected
+    with pytest.raises(InvalidSubmission, match="case c20000: column 'score' is not a number"):
+        read_predictions_csv((body + "c20000,high\n").encode(), "p.csv", classes=[0, 1])
+    nan_body = body + "c20000,nan\n"
+    with pytest.raises(InvalidSubmission, match="column 'score' is NaN"):
+        read_predictions_csv(nan_body.encode(), "p.csv", classes=[0, 1])
