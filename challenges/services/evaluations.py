@@ -349,7 +349,9 @@ def evaluation_finish(
     leaderboard. Returns False (nothing is written) if another delivery finished it first or
     holds it now: only the lease holder writes results."""
     evaluation = (
-        Evaluation.objects.select_for_update().select_related("submission").get(pk=evaluation_id)
+        Evaluation.objects.select_for_update(of=("self",))
+        .select_related("submission__phase")
+        .get(pk=evaluation_id)
     )
     if evaluation.state != EvaluationState.SCORING or not _holds(evaluation, lease_owner):
         return False

@@ -305,9 +305,9 @@ def directed_distances(
     Returns ``(d_ab, d_ba)`` as float64 arrays, or ``None`` when either mask is empty (the caller
     applies the empty-mask conventions). ``method`` is ``"auto"``, ``"kdtree"`` or ``"edt"``;
     all give the same values up to float rounding. ``workers`` is the k-d tree query's thread
-    count (-1: all cores; pass 1 when cases are already scored in parallel); unless it is 1, the
-    two masks' surfaces and the two directions of masks of at least :data:`PARALLEL_MIN_VOXELS` voxels are also computed
-    on two threads.
+    count (-1: all cores; pass 1 when cases are already scored in parallel); unless it is 1,
+    masks of at least :data:`PARALLEL_MIN_VOXELS` voxels have their two surfaces, then the two
+    directions, computed on two threads.
 
     Cropping never changes a value: a voxel outside a box holding the whole mask is background
     either way, so the surface is the same, and every surface voxel of both masks lies inside

@@ -431,7 +431,11 @@ def test_reaper_retakes_a_lapsed_lease_never_a_live_one_and_fails_at_the_cap(tmp
         started_at=now - timedelta(seconds=30), lease_expires_at=now - timedelta(seconds=1),
     )  # fmt: skip
     assert evaluations_reap(now=now) == {
-        "resent": 0, "retaken": 1, "failed": 1, "ranges_resent": 0, "board_resent": 0
+        "resent": 0,
+        "retaken": 1,
+        "failed": 1,
+        "ranges_resent": 0,
+        "board_resent": 0,
     }
     long_running.refresh_from_db()
     dead.refresh_from_db()
