@@ -96,6 +96,15 @@ def _check_header(
         )
 
 
+def _parse(text: str, dtype: Any) -> pd.DataFrame:
+    """pandas' C parser with the rules of every table here: no value is taken for missing
+    (an empty field stays empty), blanks after a comma are skipped."""
+    return pd.read_csv(
+        io.StringIO(text), dtype=dtype, keep_default_na=False, na_filter=False,
+        skipinitialspace=True,
+    )  # fmt: skip
+
+
 def _numbers_first(text: str) -> pd.DataFrame | None:
     """The table with every column but ``case_id`` read straight into float64 by the CSV
     parser (the same values as Python's float(), tested); None when some value is not a finite
@@ -105,13 +114,7 @@ def _numbers_first(text: str) -> pd.DataFrame | None:
     dtypes: defaultdict[str, Any] = defaultdict(lambda: np.float64)
     dtypes["case_id"] = str
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            dtype=dtypes,
-            keep_default_na=False,
-            na_filter=False,
-            skipinitialspace=True,
-        )
+        df = _parse(text, dtypes)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, TypeError):
         return None
     numbers = [c for c in df.columns if str(c).strip() != "case_id"]
@@ -142,13 +145,7 @@ def _read_table(
     df = _numbers_first(text) if numbers else None
     try:
         if df is None:
-            df = pd.read_csv(
-                io.StringIO(text),
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skipinitialspace=True,
-            )
+            df = _parse(text, str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise err(f"unreadable CSV ({exc})", file=display) from exc
     df.columns = [str(c).strip() for c in df.columns]
