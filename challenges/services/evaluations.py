@@ -461,14 +461,11 @@ def evaluation_cancel(*, evaluation_id: int) -> bool:
 
 
 def _after_final(evaluation_id: int, *, leaderboard: bool = True) -> None:
-    from challenges import tasks
+    from challenges.services.leaderboards import send_board_update
     from challenges.services.notifications import notify_evaluation_finished
 
     if leaderboard:
-        try:
-            tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
-        except Exception:
-            logger.exception("could not send the leaderboard update for %s", evaluation_id)
+        send_board_update(evaluation_id)
     notify_evaluation_finished(evaluation_id=evaluation_id)
 
 

@@ -480,10 +480,7 @@ def leaderboard_update(
             and phase.leaderboard_computed_at >= requested_at
         ):
             return None
-        # every result of the phase is seen by this recomputation: none waits any more
-        Evaluation.objects.filter(board_pending=True, submission__phase=phase).update(
-            board_pending=False
-        )
+        _clear_pending(phase)  # this recomputation sees every result of the phase
         phase.leaderboard_computed_at = timezone.now()  # before reading: sees all committed
         # the rank ranges are computed here too: none stay pending
         phase.ranges_pending_since = phase.ranges_due_at = None
@@ -657,7 +654,7 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
 
     Every successful evaluation sends this task, but the first to take the phase's lock applies
     all results waiting in that phase: under a burst, later deliveries find nothing left to do
-    and return after two queries. Nothing is lost if a delivery fails: the waiting marks are
+    and return after a few queries. Nothing is lost if a delivery fails: the waiting marks are
     cleared in the same transaction as the rows are written, and the reaper sends the task again
     for a phase whose results have waited too long (:func:`leaderboard_pending_resend`).
 
@@ -694,9 +691,7 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
             pending.append(own.submission)
         if not pending:
             return  # another delivery applied this result with others of the burst
-        Evaluation.objects.filter(board_pending=True, submission__phase=phase).update(
-            board_pending=False
-        )
+        _clear_pending(phase)
         if phase.ranking_scheme == RankingScheme.RANK_THEN_AGGREGATE or phase.use_ladder:
             # under the lock already held: leaderboard_update's own takes no time
             leaderboard_update(phase_id=phase.pk, reason="new result")
@@ -731,6 +726,26 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
             _ranges_request(phase)
 
 
+def _clear_pending(phase: Phase) -> None:
+    """No result of ``phase`` waits for its row any more (inside the caller's transaction)."""
+    Evaluation.objects.filter(board_pending=True, submission__phase=phase).update(
+        board_pending=False
+    )
+
+
+def send_board_update(evaluation_id: int) -> bool:
+    """Send :func:`leaderboard_apply_result` for a stored result; False (logged) when the broker
+    refuses it: the result keeps its mark, and the reaper sends it again."""
+    from challenges import tasks
+
+    try:
+        tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
+    except Exception:
+        logger.exception("could not send the leaderboard update for %s", evaluation_id)
+        return False
+    return True
+
+
 def _entrant_key(submission: Submission) -> str:
     return _entrant(
         submission.is_baseline,
@@ -744,21 +759,12 @@ def leaderboard_pending_resend(*, now: datetime | None = None, older_than_s: flo
     """Send the leaderboard task again for every phase with a result that has waited for its row
     longer than ``older_than_s`` (its task was lost, or failed for good); returns how many
     phases. Called by the reaper."""
-    from challenges import tasks
-
     now = now or timezone.now()
     waiting = Evaluation.objects.filter(
         board_pending=True, finished_at__lt=now - timedelta(seconds=older_than_s)
     ).values_list("submission__phase_id", "pk")
     stale = {phase_id: pk for phase_id, pk in waiting.order_by("-pk")}.values()
-    sent = 0
-    for evaluation_id in stale:
-        try:
-            tasks.leaderboard_apply_result.apply_async(kwargs={"evaluation_id": evaluation_id})
-            sent += 1
-        except Exception:
-            logger.exception("could not send the leaderboard update for %s", evaluation_id)
-    return sent
+    return sum(send_board_update(evaluation_id) for evaluation_id in stale)
 
 
 def _ranges_request(phase: Phase, *, now: datetime | None = None) -> None:

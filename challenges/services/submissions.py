@@ -281,7 +281,6 @@ def submission_create(
     digest = _sha256(file)
     entrant, team = entrant_for(user=user, phase=phase)
     submission: Submission | None = None
-    limits: Limits | None = None
     try:
         with transaction.atomic():
             SubmissionCounter.objects.bulk_create(

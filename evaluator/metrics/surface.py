@@ -3,12 +3,13 @@
 Surface voxels follow ``docs/metrics.md``: ``M & ~binary_erosion(M)`` with the face-connected
 structuring element, a voxel on the volume border counting as surface.
 
-Speed comes from three things, none of which changes a value:
+Speed comes from these, none of which changes a value:
 
 * surfaces are computed inside each mask's bounding box, distance transforms inside the union
   box of both masks: cropping changes no value (see :func:`directed_distances`);
-* the erosion is done with shifted boolean views (one ``&=`` per face neighbour) instead of a
-  generic structuring-element loop;
+* the bounding box and the surface are one compiled pass each (Numba, when installed); the
+  NumPy twin does the erosion with shifted boolean views (one ``&=`` per face neighbour)
+  instead of a generic structuring-element loop;
 * distances: a voxel on both surfaces is at 0; the integer offsets of a ball (sorted by
   physical length) are tried in order, so the first one landing on the other surface gives the
   exact nearest distance; voxels farther than the ball query a k-d tree over the other

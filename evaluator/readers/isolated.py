@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import json
 import math
 import os
@@ -175,10 +174,6 @@ def _zygote_main(fd: int) -> None:
     for name in _PRELOAD:
         importlib.import_module(name)
     _warm_up()
-    # Everything imported so far is moved out of the collector's sight: a child's collections
-    # then never walk (and so never copy-on-write) the zygote's objects.
-    gc.collect()
-    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control = socket.socket(fileno=fd)
     while True:
