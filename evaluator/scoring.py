@@ -411,6 +411,7 @@ def _score_loaded(
         metrics=metric_names,
         max_label=top,
         workers=kd_workers,
+        summaries=(ref.summary, pred.summary),
     )
     ref_labels = {lab for lab, c in counts.items() if c.n_ref > 0}
     pred_labels = {lab for lab, c in counts.items() if c.n_pred > 0}

@@ -21,7 +21,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bounding_box", "kernel_name", "nearest_in_ball", "surface_in_box"]
+__all__ = [
+    "bounding_box",
+    "clear_rows",
+    "kernel_name",
+    "nearest_far",
+    "nearest_in_ball",
+    "overlap",
+    "row_bits",
+    "row_bits_bytes",
+    "store_rows",
+    "summary",
+    "surface_in_box",
+    "surface_in_rows",
+]
 
 
 def _bounding_box(mask: Any) -> Any:  # pragma: no cover - runs compiled
@@ -99,16 +112,305 @@ def _surface_in_box(mask: Any, box: Any, planar: bool) -> Any:  # pragma: no cov
     return surf, idx
 
 
+def _row_bits(words: Any) -> Any:  # pragma: no cover - runs compiled
+    """The OR of each row's bytes of a 3-D one-byte mask, read as 8-byte words (the last axis
+    a multiple of 8 bytes): one vectorized OR reduction per row, then a fold of the word."""
+    n0, n1, n2 = words.shape
+    rows = np.zeros((n0, n1), dtype=np.uint8)
+    for i in range(n0):
+        for j in range(n1):
+            row = words[i, j]
+            acc = np.uint64(0)
+            for k in range(n2):
+                acc |= row[k]
+            acc |= acc >> np.uint64(32)
+            acc |= acc >> np.uint64(16)
+            acc |= acc >> np.uint64(8)
+            rows[i, j] = acc & np.uint64(0xFF)
+    return rows
+
+
+def _row_bits_bytes(mask: Any) -> Any:  # pragma: no cover - runs compiled
+    """:func:`_row_bits` for rows of any length, byte by byte."""
+    n0, n1, n2 = mask.shape
+    rows = np.zeros((n0, n1), dtype=np.uint8)
+    for i in range(n0):
+        for j in range(n1):
+            row = mask[i, j]
+            acc = np.uint8(0)
+            for k in range(n2):
+                acc |= row[k]
+            rows[i, j] = acc
+    return rows
+
+
+def _summary(mask: Any, words: Any, rows: Any) -> Any:  # pragma: no cover - runs compiled
+    """[count of nonzero voxels, largest value, start0, stop0, start1, stop1, start2, stop2] of
+    a 3-D one-byte mask (as uint8), the box all -1 when it is empty, and each nonzero row's
+    first and last nonzero voxel, (n0, n1, 2) (only those rows' entries are set).
+
+    ``rows``: the OR of each row (:func:`_row_bits`); ``words``: the mask read as 8-byte words,
+    or an empty last axis when its rows are not a multiple of 8 bytes. Only the nonzero rows
+    are read: word by word up to their first and last nonzero voxel, then between those.
+    """
+    n0, n1, n2 = mask.shape
+    nw = words.shape[2]
+    spans = np.empty((n0, n1, 2), dtype=np.int32)
+    count, top = 0, 0
+    lo0, hi0, lo1, hi1, lo2, hi2 = n0, -1, n1, -1, n2, -1
+    for i in range(n0):
+        for j in range(n1):
+            bits = rows[i, j]
+            if bits == 0:
+                continue
+            row = mask[i, j]
+            kw = 0
+            while kw < nw and words[i, j, kw] == 0:
+                kw += 1
+            first = kw * 8
+            while row[first] == 0:
+                first += 1
+            kw = nw - 1
+            while kw >= 0 and words[i, j, kw] == 0:
+                kw -= 1
+            last = kw * 8 + 7 if nw > 0 else n2 - 1
+            while row[last] == 0:
+                last -= 1
+            spans[i, j, 0], spans[i, j, 1] = first, last
+            lo0, hi0 = min(lo0, i), max(hi0, i)
+            lo1, hi1 = min(lo1, j), max(hi1, j)
+            lo2, hi2 = min(lo2, first), max(hi2, last)
+            c = 0
+            span = row[first:]
+            if bits == 1:  # every value of the row is 0 or 1
+                for k in range(np.uint64(last - first + 1)):
+                    c += span[k]
+                top = max(top, 1)
+            else:
+                m = 0
+                for k in range(np.uint64(last - first + 1)):
+                    v = span[k]
+                    c += v != 0
+                    m = max(m, v)
+                top = max(top, m)
+            count += c
+    out = np.full(8, -1, dtype=np.int64)
+    out[0], out[1] = count, top
+    if hi0 >= 0:
+        out[2], out[3], out[4], out[5], out[6], out[7] = lo0, hi0 + 1, lo1, hi1 + 1, lo2, hi2 + 1
+    return out, spans
+
+
+def _store_rows(
+    src: Any, words: Any, dst: Any, rows: Any
+) -> None:  # pragma: no cover - runs compiled
+    """Copy the rows of ``src`` (2-D, uint8) that hold a nonzero byte into ``dst`` (same
+    shape, zero already), and set ``rows`` to the OR of each row. ``words``: ``src`` read as
+    8-byte words, or an empty last axis when a row is not a multiple of 8 bytes."""
+    n, width = src.shape
+    nw = np.uint64(words.shape[1])
+    for r in range(n):
+        row = src[r]
+        acc = np.uint8(0)
+        if nw:
+            wrow = words[r]
+            wacc = np.uint64(0)
+            for k in range(nw):
+                wacc |= wrow[k]
+            wacc |= wacc >> np.uint64(32)
+            wacc |= wacc >> np.uint64(16)
+            wacc |= wacc >> np.uint64(8)
+            acc = np.uint8(wacc & np.uint64(0xFF))
+        else:
+            for k in range(np.uint64(width)):
+                acc |= row[k]
+        rows[r] = acc
+        if acc:
+            out = dst[r]
+            for k in range(np.uint64(width)):
+                out[k] = row[k]
+
+
+def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs compiled
+    """Zero the rows of ``voxels`` (2-D, uint8) whose entry in ``rows`` is nonzero."""
+    n, width = voxels.shape
+    for r in range(n):
+        if rows[r]:
+            out = voxels[r]
+            for k in range(np.uint64(width)):
+                out[k] = 0
+
+
+def _overlap(a: Any, b: Any, rows_a: Any, rows_b: Any) -> int:  # pragma: no cover - compiled
+    """Voxels nonzero in both 0/1 masks (3-D, uint8), reading only rows nonzero in both."""
+    n0, n1, n2 = a.shape
+    total = 0
+    for i in range(n0):
+        for j in range(n1):
+            if rows_a[i, j] == 0 or rows_b[i, j] == 0:
+                continue
+            ra, rb = a[i, j], b[i, j]
+            c = 0
+            for k in range(np.uint64(n2)):
+                c += ra[k] & rb[k]
+            total += c
+    return total
+
+
+def _surface_in_rows(
+    mask: Any, rows: Any, spans: Any, box: Any, planar: bool, pad: Any
+) -> Any:  # pragma: no cover - runs compiled
+    """:func:`_surface_in_box` for a 0/1 mask (uint8) with its :func:`_summary`: only rows
+    holding a voxel are read, between their first and last voxel (``spans``), as whole-row
+    byte operations that vectorize. A voxel is interior when it and its six face neighbours
+    are set; the two ends of a row's span, and every voxel of a row next to an empty row or
+    the border, are surface. The surface is returned as uint8 in the box surrounded by
+    ``pad[k]`` zeros on both sides of axis k, with the surface voxels' indices, (n, 3)."""
+    n0, n1 = mask.shape[0], mask.shape[1]
+    b0, e0, b1, e1, b2, e2 = box[0], box[1], box[2], box[3], box[4], box[5]
+    p0, p1, p2 = pad[0], pad[1], pad[2]
+    surf = np.zeros((e0 - b0 + 2 * p0, e1 - b1 + 2 * p1, e2 - b2 + 2 * p2), dtype=np.uint8)
+    found = np.zeros((n0, n1), dtype=np.int64)  # surface voxels per row
+    one = np.uint64(1)
+    count = 0
+    # Loops index with unsigned integers: Numba then drops its negative-index handling and the
+    # row loops vectorize.
+    for i in range(b0, e0):
+        for j in range(b1, e1):
+            if rows[i, j] == 0:
+                continue
+            first, last = spans[i, j, 0], spans[i, j, 1]
+            n = np.uint64(last - first + 1)
+            row = mask[i, j, first:]
+            out = surf[i - b0 + p0, j - b1 + p1, first - b2 + p2 :]
+            full = 0 < j < n1 - 1 and rows[i, j - 1] != 0 and rows[i, j + 1] != 0
+            if not planar:
+                full = full and 0 < i < n0 - 1 and rows[i - 1, j] != 0 and rows[i + 1, j] != 0
+            c = 0
+            if not full:  # a face neighbour of every voxel is empty or outside: all surface
+                for k in range(n):
+                    out[k] = row[k]
+                for k in range(n):
+                    c += row[k]
+            else:
+                left, right = mask[i, j - 1, first:], mask[i, j + 1, first:]
+                if planar:
+                    up, down = left, right
+                else:
+                    up, down = mask[i - 1, j, first:], mask[i + 1, j, first:]
+                out[0] = 1
+                out[n - one] = 1
+                for k in range(one, n - one):
+                    inner = row[k - one] & row[k + one] & left[k] & right[k] & up[k] & down[k]
+                    out[k] = row[k] & (inner ^ np.uint8(1))
+                for k in range(one, n - one):
+                    c += out[k]
+                c += 1 if n == one else 2
+            found[i, j] = c
+            count += c
+    idx = np.empty((count, 3), dtype=np.intp)
+    c = 0
+    for i in range(b0, e0):
+        for j in range(b1, e1):
+            if found[i, j] == 0:
+                continue
+            first, last = spans[i, j, 0], spans[i, j, 1]
+            if found[i, j] <= 2 and (found[i, j] == 2) == (last > first):  # only the two ends
+                idx[c, 0], idx[c, 1], idx[c, 2] = i, j, first
+                c += 1
+                if last > first:
+                    idx[c, 0], idx[c, 1], idx[c, 2] = i, j, last
+                    c += 1
+                continue
+            out = surf[i - b0 + p0, j - b1 + p1, first - b2 + p2 :]
+            for k in range(np.uint64(last - first + 1)):
+                if out[k]:
+                    idx[c, 0], idx[c, 1], idx[c, 2] = i, j, first + np.int64(k)
+                    c += 1
+    return surf, idx
+
+
+def _nearest_far(
+    points: Any, todo: Any, q: Any, spacing: Any, cell: int, out: Any
+) -> None:  # pragma: no cover - runs compiled
+    """Exact nearest distance from ``points[todo]`` to the points ``q`` ((m, 3) voxel indices),
+    in mm: ``sqrt(sum(((p - q) * spacing) ** 2))``, the formula of the offset ball's lengths.
+
+    ``q`` is bucketed into cubes of ``cell`` voxels. Each point starts from the distance to the
+    previous point's nearest voxel (far points come in clusters, so it is close) and reads only
+    the cubes whose smallest possible distance is below the nearest found so far.
+    """
+    m = q.shape[0]
+    s0, s1, s2 = spacing[0], spacing[1], spacing[2]
+    lo0, lo1, lo2 = q[0, 0], q[0, 1], q[0, 2]
+    hi0, hi1, hi2 = lo0, lo1, lo2
+    for t in range(m):
+        lo0, hi0 = min(lo0, q[t, 0]), max(hi0, q[t, 0])
+        lo1, hi1 = min(lo1, q[t, 1]), max(hi1, q[t, 1])
+        lo2, hi2 = min(lo2, q[t, 2]), max(hi2, q[t, 2])
+    g0, g1, g2 = (hi0 - lo0) // cell + 1, (hi1 - lo1) // cell + 1, (hi2 - lo2) // cell + 1
+    which = np.empty(m, dtype=np.intp)
+    starts = np.zeros(g0 * g1 * g2 + 1, dtype=np.intp)
+    for t in range(m):
+        c = ((q[t, 0] - lo0) // cell * g1 + (q[t, 1] - lo1) // cell) * g2 + (q[t, 2] - lo2) // cell
+        which[t] = c
+        starts[c + 1] += 1
+    for c in range(g0 * g1 * g2):
+        starts[c + 1] += starts[c]
+    fill = starts[:-1].copy()
+    members = np.empty(m, dtype=np.intp)
+    for t in range(m):
+        members[fill[which[t]]] = t
+        fill[which[t]] += 1
+    cells = np.flatnonzero(starts[1:] > starts[:-1])
+    nc = cells.size
+    # each non-empty cube's corner voxels, [lo, hi] per axis
+    corner = np.empty((nc, 6), dtype=np.intp)
+    for u in range(nc):
+        c = cells[u]
+        c2 = c % g2
+        c1 = (c // g2) % g1
+        c0 = c // (g1 * g2)
+        corner[u, 0], corner[u, 1] = lo0 + c0 * cell, lo0 + c0 * cell + cell - 1
+        corner[u, 2], corner[u, 3] = lo1 + c1 * cell, lo1 + c1 * cell + cell - 1
+        corner[u, 4], corner[u, 5] = lo2 + c2 * cell, lo2 + c2 * cell + cell - 1
+    near = 0  # the nearest voxel of the previous point: a close first guess for the next
+    for t in range(todo.size):
+        i = todo[t]
+        x0, x1, x2 = points[i, 0], points[i, 1], points[i, 2]
+        d0 = (x0 - q[near, 0]) * s0
+        d1 = (x1 - q[near, 1]) * s1
+        d2 = (x2 - q[near, 2]) * s2
+        best = d0 * d0 + d1 * d1 + d2 * d2
+        for u in range(nc):
+            d0 = max(corner[u, 0] - x0, x0 - corner[u, 1], 0) * s0
+            d1 = max(corner[u, 2] - x1, x1 - corner[u, 3], 0) * s1
+            d2 = max(corner[u, 4] - x2, x2 - corner[u, 5], 0) * s2
+            if d0 * d0 + d1 * d1 + d2 * d2 >= best:
+                continue  # no voxel of this cube is nearer than the nearest found
+            c = cells[u]
+            for v in range(starts[c], starts[c + 1]):
+                w = members[v]
+                d0 = (x0 - q[w, 0]) * s0
+                d1 = (x1 - q[w, 1]) * s1
+                d2 = (x2 - q[w, 2]) * s2
+                d = d0 * d0 + d1 * d1 + d2 * d2
+                if d < best:
+                    best, near = d, w
+        out[i] = np.sqrt(best)
+
+
 def _nearest_in_ball(
-    padded: Any, reach: Any, points: Any, offsets: Any, lengths: Any, out: Any
+    padded: Any, reach: Any, points: Any, offsets: Any, lengths: Any, spacing: Any, out: Any
 ) -> None:  # pragma: no cover - runs compiled
     """Nearest distance from each point to the True voxels of ``padded`` within a ball.
 
     ``padded``: the other surface's box with ``reach[k]`` False voxels on both sides of axis k,
     reach being the largest offset along each axis; ``points``: (n, 3) coordinates in the
     unpadded box's frame, possibly outside it; ``offsets``: (m, 3) sorted by physical length,
-    ``lengths``: theirs. A point on the surface is at 0; otherwise the first offset landing on
-    the surface gives its exact nearest distance. A point with no hit keeps its value (NaN).
+    ``lengths``: theirs, ``spacing``: the voxel size along each axis. A point on the surface is
+    at 0; otherwise the first offset landing on the surface gives its exact nearest distance.
+    A point with no hit keeps its value (NaN).
     """
     r0, r1, r2 = reach[0], reach[1], reach[2]
     m0, m1, m2 = padded.shape
@@ -133,8 +435,13 @@ def _nearest_in_ball(
                     out[i] = lengths[j]
                     break
         elif 0 <= x < m0 and 0 <= y < m1 and 0 <= z < m2:
-            # outside the box by at most one reach: offsets may leave the array
-            for j in range(count):
+            # outside the box by at most one reach: offsets may leave the array, and none
+            # shorter than the distance to the box can land in it
+            g0 = max(r0 - x, x - (r0 + n0 - 1), 0) * spacing[0]
+            g1 = max(r1 - y, y - (r1 + n1 - 1), 0) * spacing[1]
+            g2 = max(r2 - z, z - (r2 + n2 - 1), 0) * spacing[2]
+            gap = np.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
+            for j in range(np.searchsorted(lengths, gap), count):
                 a, b, d = x + o0[j], y + o1[j], z + o2[j]
                 if 0 <= a < m0 and 0 <= b < m1 and 0 <= d < m2 and flat[a * s0 + b * s1 + d]:
                     out[i] = lengths[j]
@@ -156,6 +463,14 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any] | None:
 
 
 bounding_box = _compile(_bounding_box)
+row_bits = _compile(_row_bits)
+row_bits_bytes = _compile(_row_bits_bytes)
+summary = _compile(_summary)
+store_rows = _compile(_store_rows)
+clear_rows = _compile(_clear_rows)
+overlap = _compile(_overlap)
+surface_in_rows = _compile(_surface_in_rows)
+nearest_far = _compile(_nearest_far)
 surface_in_box = _compile(_surface_in_box)
 nearest_in_ball = _compile(_nearest_in_ball)
 #: what the distance loops run on ("numba" or "numpy")

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluator.metrics.surface import directed_distances
+from evaluator.metrics.surface import MaskSummary, directed_distances, overlap_count, summarize
 
 __all__ = [
     "DISTANCE_METRICS",
@@ -229,6 +229,28 @@ def case_metrics(
     )[0]
 
 
+def _binary_counts(
+    ref: NDArray[np.generic],
+    pred: NDArray[np.generic],
+    summaries: tuple[MaskSummary | None, MaskSummary | None],
+) -> tuple[LabelCounts, MaskSummary, MaskSummary] | None:
+    """Label 1's counts of two 0/1 one-byte masks from their summaries (computed here when not
+    given): one read of each mask, then only the rows nonzero in both; ``None`` when the
+    masks' type or layout does not allow it."""
+    sr = summaries[0] if summaries[0] is not None else summarize(ref)
+    sp = summaries[1] if summaries[1] is not None else summarize(pred)
+    if sr is None or sp is None or sr.transposed != sp.transposed:
+        return None
+    tp = overlap_count(ref, pred, sr, sp)
+    if tp is None:
+        return None
+    # the range of the slowest-varying axis holding the label, as label_counts gives it
+    boxes = [s.box[0] for s in (sr, sp) if s.box is not None]
+    slabs = (min(b.start for b in boxes), max(b.stop for b in boxes)) if boxes else None
+    slab_axis = ref.ndim - 1 if sr.transposed else 0
+    return LabelCounts(tp, sr.count, sp.count, ref.size, slabs, slab_axis), sr, sp
+
+
 def case_metrics_and_counts(
     ref: NDArray[np.generic],
     pred: NDArray[np.generic],
@@ -239,12 +261,22 @@ def case_metrics_and_counts(
     metrics: Collection[str] = SEGMENTATION_METRIC_NAMES,
     max_label: int | None = None,
     workers: int = -1,
+    summaries: tuple[MaskSummary | None, MaskSummary | None] = (None, None),
 ) -> tuple[dict[int, dict[str, float]], dict[int, LabelCounts]]:
-    """:func:`case_metrics` plus the voxel counts of every label."""
+    """:func:`case_metrics` plus the voxel counts of every label. ``summaries`` (of ``ref`` and
+    ``pred``, from :func:`evaluator.metrics.surface.summarize`, as the mask readers attach
+    them) spare a read of each mask."""
     labels = list(labels)
+    if ref.shape != pred.shape:
+        raise ValueError(f"shapes differ: {ref.shape} vs {pred.shape}")
     if max_label is None:
         max_label = int(max(ref.max(initial=0), pred.max(initial=0)))
-    counts = label_counts(ref, pred, labels, max_label=max_label)
+    binary = max_label <= 1
+    fast = _binary_counts(ref, pred, summaries) if binary and labels == [1] else None
+    if fast is not None:
+        counts = {1: fast[0]}
+    else:
+        counts = label_counts(ref, pred, labels, max_label=max_label)
     want_distances = any(m in metrics for m in DISTANCE_METRICS)
     out: dict[int, dict[str, float]] = {}
     for lab in labels:
@@ -254,13 +286,17 @@ def case_metrics_and_counts(
             ref_empty, pred_empty = c.n_ref == 0, c.n_pred == 0
             d_ab = d_ba = None
             if not ref_empty and not pred_empty:
-                rs, ps = _slab_view(ref, c), _slab_view(pred, c)
-                binary = max_label <= 1
+                given: tuple[MaskSummary | None, MaskSummary | None]
+                if fast is not None:
+                    # whole masks: the summaries' boxes crop every later pass
+                    rs, ps, given = ref, pred, (fast[1], fast[2])
+                else:
+                    rs, ps, given = _slab_view(ref, c), _slab_view(pred, c), (None, None)
                 rv = _as_bool_view(rs) if binary else None
                 pv = _as_bool_view(ps) if binary else None
                 rb = rv if rv is not None else np.equal(rs, lab)
                 pb = pv if pv is not None else np.equal(ps, lab)
-                got = directed_distances(rb, pb, spacing, workers=workers)
+                got = directed_distances(rb, pb, spacing, workers=workers, summaries=given)
                 if got is not None:
                     d_ba, d_ab = got  # rb is the reference: d_ba runs ref -> pred
             values.update(

@@ -29,14 +29,17 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "MaskSummary",
     "bounding_box",
     "directed_distances",
+    "summarize",
     "surface_mask",
 ]
 
@@ -55,6 +58,108 @@ OFFSET_BLOCK = 16
 PARALLEL_MIN_VOXELS = 1 << 23
 #: use the k-d tree while (surface points) < box voxels / this factor; measured on 2 cores
 KD_TREE_BOX_RATIO = 6.0
+#: points beyond the ball are searched cube by cube (cubes of this many voxels a side) up to
+#: this many of them; more go to a k-d tree, whose build then pays for itself
+FAR_CELL = 8
+FAR_GRID_MAX_POINTS = 4000
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """What one read of a one-byte mask tells: its nonzero voxels, largest value and box, and
+    which rows hold a nonzero voxel, and where in each.
+
+    ``rows``, ``spans`` and ``box`` refer to the mask's C-ordered view: the mask itself, or its
+    transpose when ``transposed`` (a Fortran-ordered NIfTI array); rows run along that view's
+    last axis.
+    """
+
+    count: int
+    max: int
+    box: tuple[slice, ...] | None
+    rows: NDArray[np.uint8]
+    spans: NDArray[np.int32]  # first and last nonzero voxel of each nonzero row, (n0, n1, 2)
+    transposed: bool
+    ndim: int
+
+
+def _c_view(mask: NDArray[Any]) -> tuple[NDArray[Any], bool] | None:
+    """The mask as a C-contiguous array (itself or its transpose), or None."""
+    if mask.flags.c_contiguous:
+        return mask, False
+    if mask.T.flags.c_contiguous:
+        return mask.T, True
+    return None
+
+
+def summarize(
+    mask: NDArray[Any], *, fortran_rows: NDArray[np.uint8] | None = None
+) -> MaskSummary | None:
+    """:class:`MaskSummary` of a 2-D or 3-D contiguous mask of a one-byte unsigned or boolean
+    type, from one compiled read; ``None`` when the type or layout does not allow it or Numba
+    is not installed. ``fortran_rows``: the OR of each run along the first axis of a
+    Fortran-ordered mask, in memory order, when the caller already has it (a reader that
+    looked at the rows while inflating them); the full read is then skipped."""
+    from evaluator.metrics import _compiled  # imports Numba on first use
+
+    if (
+        _compiled.summary is None
+        or _compiled.row_bits is None
+        or _compiled.row_bits_bytes is None
+        or mask.ndim not in (2, 3)
+        or mask.dtype.itemsize != 1
+        or mask.dtype.kind not in "bu"
+        or mask.size == 0
+    ):
+        return None
+    got = _c_view(mask)
+    if got is None:
+        return None
+    view, transposed = got
+    bytes3 = _as_3d(view.view(np.uint8))
+    words = (
+        bytes3.view(np.uint64)
+        if bytes3.shape[2] % 8 == 0
+        else np.zeros((*bytes3.shape[:2], 0), dtype=np.uint64)
+    )
+    n_rows = bytes3.shape[0] * bytes3.shape[1]
+    if fortran_rows is not None and transposed and fortran_rows.size == n_rows:
+        rows = fortran_rows.reshape(bytes3.shape[:2])
+    elif words.shape[2]:
+        rows = _compiled.row_bits(words)
+    else:
+        rows = _compiled.row_bits_bytes(bytes3)
+    stats, spans = _compiled.summary(bytes3, words, rows)
+    box = None
+    if stats[2] >= 0:
+        box3 = tuple(slice(int(stats[2 + 2 * k]), int(stats[3 + 2 * k])) for k in range(3))
+        box = box3[3 - mask.ndim :]
+    return MaskSummary(int(stats[0]), int(stats[1]), box, rows, spans, transposed, mask.ndim)
+
+
+def overlap_count(a: NDArray[Any], b: NDArray[Any], sa: MaskSummary, sb: MaskSummary) -> int | None:
+    """Voxels nonzero in both of two 0/1 one-byte masks of the same shape and layout, reading
+    only rows nonzero in both; ``None`` when the summaries do not fit that."""
+    from evaluator.metrics import _compiled
+
+    va, vb = _c_view(a), _c_view(b)
+    if (
+        _compiled.overlap is None
+        or va is None
+        or vb is None
+        or va[1] != sa.transposed
+        or vb[1] != sb.transposed
+        or sa.max > 1
+        or sb.max > 1
+    ):
+        return None
+    if sa.box is None or sb.box is None:
+        return 0
+    return int(
+        _compiled.overlap(
+            _as_3d(va[0].view(np.uint8)), _as_3d(vb[0].view(np.uint8)), sa.rows, sb.rows
+        )
+    )
 
 
 def surface_mask(mask: BoolArray) -> BoolArray:
@@ -154,22 +259,45 @@ def _ball_offsets(
     return grid[keep][order], length[keep][order]
 
 
+class _Surface(NamedTuple):
+    """A mask's surface: its box (with one voxel of margin), the surface inside that box, the
+    surface voxels' indices in the full array, and, when the compiled search will read it, the
+    same surface already surrounded by ``reach`` empty voxels on every side (3-D)."""
+
+    box: tuple[slice, ...]
+    surf: BoolArray
+    idx: NDArray[np.intp]
+    padded: BoolArray | None
+
+
+def _compiled_ball(
+    spacing: tuple[float, ...],
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.intp]]:
+    """The compiled search's ball as 3-D offsets (a 2-D ball gets a leading 0), their lengths,
+    and its reach along each of the three axes."""
+    offsets, lengths = _ball_offsets(spacing, _ball_radius(spacing, BALL_OFFSETS_COMPILED))
+    if len(spacing) == 2:  # a leading axis of length 1
+        offsets = np.pad(offsets, ((0, 0), (1, 0)))
+    reach = np.abs(offsets).max(axis=0, initial=0)
+    return offsets, lengths, reach
+
+
 def _nearest(
     ip: NDArray[np.intp],
     iq: NDArray[np.intp],
-    sq_mask: BoolArray,
-    box_q: tuple[slice, ...],
+    q: _Surface,
     spacing: FloatArray,
     workers: int,
 ) -> FloatArray:
-    """Distance from every surface voxel ``ip`` of P to the nearest surface voxel of Q.
+    """Distance from every surface voxel ``ip`` of P to the nearest surface voxel ``iq`` of Q.
 
     Exact in three steps: voxels on both surfaces are at distance 0; then the integer offsets
     of a ball (:data:`BALL_OFFSETS_COMPILED` of them with the compiled search,
     :data:`BALL_OFFSETS` with NumPy) are tried in order of physical length, so the first offset
     that lands on Q's surface gives the exact nearest distance (all offsets shorter than it
-    were tried and missed); what is still unresolved is farther than the ball and queries a
-    k-d tree over Q's surface in physical coordinates.
+    were tried and missed); what is still unresolved is farther than the ball and is searched
+    over Q's surface voxels, cube by cube (compiled, a few thousand points) or with a k-d tree.
+    Every distance is ``sqrt(sum((offset * spacing) ** 2))``, the formula of the ball.
     """
     from evaluator.metrics import _compiled  # imports Numba on first use
 
@@ -178,34 +306,60 @@ def _nearest(
     ndim = ip.shape[1]
     sp_t = tuple(float(x) for x in spacing)
     kernel = _compiled.nearest_in_ball if ndim in (2, 3) else None
-    radius = _ball_radius(sp_t, BALL_OFFSETS if kernel is None else BALL_OFFSETS_COMPILED)
-    offsets, lengths = _ball_offsets(sp_t, radius)
-    lo = np.array([s.start for s in box_q], dtype=np.intp)
+    lo = np.array([s.start for s in q.box], dtype=np.intp)
     if kernel is not None:
-        points, offs, mask = ip - lo, offsets, sq_mask
-        if ndim == 2:  # a leading axis of length 1
+        offs, lengths, reach = _compiled_ball(sp_t)
+        points = ip - lo
+        if ndim == 2:
             points = np.pad(points, ((0, 0), (1, 0)))
-            offs = np.pad(offsets, ((0, 0), (1, 0)))
-            mask = sq_mask[None]
-        # the box with one reach of empty voxels on every side: a ball around any voxel of the
-        # box stays inside the array
-        reach = np.abs(offs).max(axis=0, initial=0)
-        padded = np.zeros(tuple(np.array(mask.shape) + 2 * reach), dtype=np.bool_)
-        inner = zip(reach, mask.shape, strict=True)
-        padded[tuple(slice(int(r), int(r) + m) for r, m in inner)] = mask
-        kernel(padded, reach, points, offs, lengths, out)
+        padded = q.padded
+        if padded is None:
+            # the box with one reach of empty voxels on every side: a ball around any voxel of
+            # the box stays inside the array
+            mask = q.surf if ndim == 3 else q.surf[None]
+            padded = np.zeros(tuple(np.array(mask.shape) + 2 * reach), dtype=np.bool_)
+            inner = zip(reach, mask.shape, strict=True)
+            padded[tuple(slice(int(r), int(r) + m) for r, m in inner)] = mask
+        sp3 = spacing if ndim == 3 else np.concatenate(([1.0], spacing))
+        kernel(padded, reach, points, offs, lengths, sp3, out)
     else:
-        _nearest_numpy(ip - lo, sq_mask, offsets, lengths, radius, sp_t, out)
-    rest = np.isnan(out)
-    if rest.any():
-        from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
-
-        tree = cKDTree(iq * spacing, leafsize=16, balanced_tree=False, compact_nodes=False)
-        n_rest = int(rest.sum())
-        # starting query threads costs more than it saves for a few thousand points
-        threads = workers if n_rest > 20_000 else 1
-        out[rest] = tree.query(ip[rest] * spacing, k=1, workers=threads)[0]
+        radius = _ball_radius(sp_t, BALL_OFFSETS)
+        offsets, lengths = _ball_offsets(sp_t, radius)
+        _nearest_numpy(ip - lo, q.surf, offsets, lengths, radius, sp_t, out)
+    rest = np.flatnonzero(np.isnan(out))
+    if rest.size:
+        _nearest_far(ip, rest, iq, spacing, workers, out)
     return out
+
+
+def _nearest_far(
+    ip: NDArray[np.intp],
+    rest: NDArray[np.intp],
+    iq: NDArray[np.intp],
+    spacing: FloatArray,
+    workers: int,
+    out: FloatArray,
+) -> None:
+    """Fill ``out[rest]`` with the exact nearest distance from ``ip[rest]`` to the voxels
+    ``iq``, with the ball's formula."""
+    from evaluator.metrics import _compiled
+
+    ndim = ip.shape[1]
+    if _compiled.nearest_far is not None and ndim in (2, 3) and rest.size <= FAR_GRID_MAX_POINTS:
+        if ndim == 2:
+            ip, iq = np.pad(ip, ((0, 0), (1, 0))), np.pad(iq, ((0, 0), (1, 0)))
+            spacing = np.concatenate(([1.0], spacing))
+        _compiled.nearest_far(ip, rest, iq, spacing, FAR_CELL, out)
+        return
+    from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
+
+    tree = cKDTree(iq * spacing, leafsize=16, balanced_tree=False, compact_nodes=False)
+    # starting query threads costs more than it saves for a few thousand points
+    threads = workers if rest.size > 20_000 else 1
+    nearest = tree.query(ip[rest] * spacing, k=1, workers=threads)[1]
+    # the distance to the voxel found, with the ball's formula (the tree's own differs from it
+    # in the last bit now and then)
+    out[rest] = np.sqrt((((ip[rest] - iq[nearest]) * spacing) ** 2).sum(axis=1))
 
 
 def _nearest_numpy(
@@ -273,15 +427,52 @@ def _ball_radius(spacing: tuple[float, ...], count: int = BALL_OFFSETS) -> float
 
 
 def _surface_of(
-    mask: BoolArray,
-) -> tuple[tuple[slice, ...], BoolArray, NDArray[np.intp]] | None:
-    """The mask's bounding box (one voxel of margin), its surface in that box and the surface
-    voxels' indices; ``None`` for an empty mask."""
-    box = bounding_box(mask)
+    mask: BoolArray, summary: MaskSummary | None, pad: NDArray[np.intp] | None
+) -> _Surface | None:
+    """The mask's surface (see :class:`_Surface`); ``None`` for an empty mask. With a
+    ``summary`` of this (C-ordered) mask, only its nonzero rows are read; with ``pad`` (the
+    compiled ball's reach) the surface also comes padded for the compiled search."""
+    from evaluator.metrics import _compiled
+
+    if summary is not None and summary.box is None:
+        return None
+    box = summary.box if summary is not None else bounding_box(mask)
     if box is None:
         return None
     box = _with_margin(box, mask.shape)
-    return (box, *_surface_in_box(mask, box))
+    if summary is None or pad is None or _compiled.surface_in_rows is None:
+        return _Surface(box, *_surface_in_box(mask, box), None)
+    bounds = [0, 1] if mask.ndim == 2 else []
+    bounds += [v for b in box for v in (b.start, b.stop)]
+    padded8, idx3 = _compiled.surface_in_rows(
+        _as_3d(mask).view(np.uint8),
+        summary.rows,
+        summary.spans,
+        np.array(bounds, dtype=np.intp),
+        mask.ndim == 2,
+        pad,
+    )
+    padded = padded8.view(np.bool_)
+    inner = padded[
+        tuple(
+            slice(int(r), int(r) + (e - b))
+            for r, b, e in zip(pad, bounds[::2], bounds[1::2], strict=True)
+        )
+    ]
+    if mask.ndim == 2:
+        return _Surface(box, inner[0], idx3[:, 1:], padded)
+    return _Surface(box, inner, idx3, padded)
+
+
+def _summary_of(
+    mask: NDArray[Any], given: MaskSummary | None, transpose: bool
+) -> MaskSummary | None:
+    """A summary of ``mask`` whose rows run along the axis the distance passes will use (the
+    one given, else one computed now), or ``None`` when none fits."""
+    got = given if given is not None else summarize(mask)
+    if got is None or got.transposed != transpose or got.ndim != mask.ndim:
+        return None
+    return got
 
 
 def _pair(first: Callable[[], _T], second: Callable[[], _U], parallel: bool) -> tuple[_T, _U]:
@@ -300,6 +491,7 @@ def directed_distances(
     *,
     method: str = "auto",
     workers: int = -1,
+    summaries: tuple[MaskSummary | None, MaskSummary | None] = (None, None),
 ) -> tuple[FloatArray, FloatArray] | None:
     """Distances in mm from each surface voxel of ``a`` to ``b``'s surface, and back.
 
@@ -308,7 +500,8 @@ def directed_distances(
     all give the same values up to float rounding. ``workers`` is the k-d tree query's thread
     count (-1: all cores; pass 1 when cases are already scored in parallel); unless it is 1,
     masks of at least :data:`PARALLEL_MIN_VOXELS` voxels have their two surfaces, then the two
-    directions, computed on two threads.
+    directions, computed on two threads. ``summaries`` (from :func:`summarize` on ``a`` and
+    ``b``, when the caller has them) spare a read of each mask.
 
     Cropping never changes a value: a voxel outside a box holding the whole mask is background
     either way, so the surface is the same, and every surface voxel of both masks lies inside
@@ -318,18 +511,28 @@ def directed_distances(
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if len(spacing) != a.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match {a.ndim}-D masks")
-    if a.ndim > 1 and abs(a.strides[0]) < abs(a.strides[-1]):
-        # Fortran-ordered (NIfTI): work on the transposed, C-ordered view. Distances do not
-        # depend on the axis order, and mixing layouts would make every pass cache-hostile.
-        a, b, spacing = a.T, b.T, tuple(spacing)[::-1]
+    transpose = a.ndim > 1 and abs(a.strides[0]) < abs(a.strides[-1])
     # With workers != 1 and large masks, the two masks (and then the two directions) go to two
     # threads: the surface passes and the compiled search release the GIL. On small masks the
     # hand-offs cost more than they save.
     parallel = workers != 1 and a.size >= PARALLEL_MIN_VOXELS
-    got_a, got_b = _pair(lambda: _surface_of(a), lambda: _surface_of(b), parallel)
+    sum_a, sum_b = _pair(
+        lambda: _summary_of(a, summaries[0], transpose),
+        lambda: _summary_of(b, summaries[1], transpose),
+        parallel,
+    )
+    if transpose:
+        # Fortran-ordered (NIfTI): work on the transposed, C-ordered view. Distances do not
+        # depend on the axis order, and mixing layouts would make every pass cache-hostile.
+        a, b, spacing = a.T, b.T, tuple(spacing)[::-1]
+    sp_t = tuple(float(x) for x in spacing)
+    pad = _compiled_ball(sp_t)[2] if method != "edt" and a.ndim in (2, 3) else None
+    got_a, got_b = _pair(
+        lambda: _surface_of(a, sum_a, pad), lambda: _surface_of(b, sum_b, pad), parallel
+    )
     if got_a is None or got_b is None:
         return None
-    (box_a, sa, ia), (box_b, sb, ib) = got_a, got_b
+    box_a, ia, box_b, ib = got_a.box, got_a.idx, got_b.box, got_b.idx
     na, nb = ia.shape[0], ib.shape[0]
     union = tuple(
         slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(box_a, box_b, strict=True)
@@ -340,8 +543,8 @@ def directed_distances(
         method = "kdtree" if (na + nb) * KD_TREE_BOX_RATIO < union_size else "edt"
     if method == "kdtree":
         d_ab, d_ba = _pair(
-            lambda: _nearest(ia, ib, sb, box_b, sp, workers),
-            lambda: _nearest(ib, ia, sa, box_a, sp, workers),
+            lambda: _nearest(ia, ib, got_b, sp, workers),
+            lambda: _nearest(ib, ia, got_a, sp, workers),
             parallel,
         )
     elif method == "edt":

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from evaluator.errors import EvaluatorInputError, InvalidSubmission, one_line
+from evaluator.metrics.surface import MaskSummary
 from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
 from evaluator.readers.sources import MASK_EXTENSIONS, case_of
@@ -561,14 +562,19 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
             except Exception as exc:
                 _send(conn, {**_error_header(exc, case), "file": f.display})
                 continue
-            data = np.ascontiguousarray(mask.data)
+            # a Fortran-ordered array (NIfTI) goes as its transpose's bytes, without a copy
+            order = (
+                "F" if mask.data.flags.f_contiguous and not mask.data.flags.c_contiguous else "C"
+            )
+            data = mask.data.T if order == "F" else np.ascontiguousarray(mask.data)
             g = mask.grid
             _send(
                 conn,
                 {
                     "ok": True,
                     "dtype": data.dtype.str,
-                    "shape": list(data.shape),
+                    "shape": list(mask.data.shape),
+                    "order": order,
                     "spacing": list(g.spacing) if g.spacing is not None else None,
                     "affine": g.affine.tolist() if g.affine is not None else None,
                     "space": g.space,
@@ -714,9 +720,15 @@ class Decoder:
             try:
                 dtype = np.dtype(str(h["dtype"]))
                 shape = tuple(int(n) for n in h["shape"])
+                order = str(h.get("order", "C"))
             except (KeyError, TypeError, ValueError):
                 raise self._protocol_error() from None
-            if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject or len(shape) not in (2, 3):
+            if (
+                dtype.kind not in _ALLOWED_KINDS
+                or dtype.hasobject
+                or len(shape) not in (2, 3)
+                or order not in ("C", "F")
+            ):
                 raise self._protocol_error()
             if expected_shape is not None and shape != tuple(expected_shape):
                 raise self._protocol_error()
@@ -726,7 +738,7 @@ class Decoder:
             raw = self._recv(nbytes + 1)
         if len(raw) != nbytes:
             raise self._protocol_error()
-        arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload]
         grid = Grid(
             shape,
             _floats(h.get("spacing"), len(shape)),
@@ -734,10 +746,10 @@ class Decoder:
             str(h.get("space", ""))[:64],
         )
         try:
-            data, lo, hi = _labels(arr)
+            data, lo, hi, summary = _labels(arr)
         except MaskDecodeError as exc:
             raise InvalidSubmission(exc.problem(), file=display, case=case_id) from None
-        return Mask(data, grid, lo, hi)
+        return Mask(data, grid, lo, hi, summary)
 
     def close(self) -> None:
         """End the child: closing its socket makes it exit (it is blocked reading requests, or
@@ -809,7 +821,9 @@ def _affine(value: Any) -> np.ndarray[Any, Any] | None:
     return arr
 
 
-def _labels(arr: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], int, int]:
+def _labels(
+    arr: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], int, int, MaskSummary | None]:
     from evaluator.readers.masks import _to_labels
 
     return _to_labels(arr)

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
 import struct
+import threading
+import weakref
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from evaluator.metrics.surface import MaskSummary, summarize
 
 __all__ = [
     "DECOMPRESSOR",
@@ -91,6 +97,9 @@ class Mask:
     grid: Grid
     min: int  # a lower bound of the values (0 for unsigned types), never above the minimum
     max: int
+    #: counts, box and nonzero rows of a one-byte mask, from the same read as ``max`` (None for
+    #: other types, or without Numba); scoring reuses it instead of reading the mask again
+    summary: MaskSummary | None = None
 
 
 def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_VOXEL_BYTES) -> bytes:
@@ -161,6 +170,139 @@ def _inflate_exact(data: bytes, needed: int, max_bytes: int) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
+#: voxel bytes inflated per step when a one-byte NIfTI is streamed: the step stays in the core's
+#: cache while its rows are looked at
+STREAM_BYTES = 1 << 18
+
+
+def _inflate_steps(data: bytes, skip: int, needed: int, step: int) -> Iterator[bytes]:
+    """The ``needed`` bytes after the first ``skip`` bytes of a (possibly multi-member) gzip
+    stream, in pieces of exactly ``step`` bytes (the last one shorter), never inflating more;
+    the same errors as :func:`_inflate_exact`."""
+    rest, total, pending = data, 0, b""
+    want = skip + needed
+    while rest and total < want:
+        if not rest.startswith(b"\x1f\x8b"):
+            raise MaskDecodeError("not gzip data")
+        d = _stream_decompressor()
+        tail = rest
+        while total < want:
+            boundary = skip if total < skip else skip + ((total - skip) // step + 1) * step
+            try:
+                chunk = d.decompress(tail, min(boundary, want) - total)
+            except _inflate_errors() as exc:
+                raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
+            # ISA-L's decompressor keeps its unread input; zlib's hands it back to pass again
+            tail = getattr(d, "unconsumed_tail", b"")
+            total += len(chunk)
+            if total > skip and chunk:
+                if total - len(chunk) < skip:
+                    chunk = chunk[skip - (total - len(chunk)) :]
+                if pending:
+                    chunk, pending = pending + chunk, b""
+                if (total - skip) % step and total < want:
+                    pending = chunk  # a member ended inside a step: join it with the next one
+                else:
+                    yield chunk
+            if d.eof or not chunk:
+                break
+        if total >= want:
+            break
+        if not d.eof:
+            raise MaskDecodeError("truncated gzip data")
+        rest = d.unused_data
+    if total < want:
+        present = max(0, total - skip)
+        raise MaskDecodeError(f"truncated voxel data ({present} of {needed} bytes present)")
+
+
+def _stream_decompressor() -> Any:
+    """A decompressor for one gzip member that inflates a little at a time: ISA-L's own when it
+    is the inflater (it keeps its unread input between calls), else a ``decompressobj``."""
+    if DECOMPRESSOR == "isal" and _INFLATER is not zlib:
+        from isal import igzip_lib
+
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return _decompressobj()
+
+
+class _VoxelPool:
+    """Memory for streamed masks, reused once a mask's array is gone.
+
+    Fresh memory costs a page fault per 4 KiB page on first touch, which on a virtual machine
+    can take longer than inflating the page's voxels; reused memory does not. A buffer comes
+    back here when the last array over it is garbage collected, with the rows that were
+    written into it, and only those rows are zeroed before it is handed out again. The pool
+    keeps at most :data:`POOL_BYTES` and lets everything go when a mask of another size is
+    asked for, so that idle buffers never crowd out a larger mask under a memory limit.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._free: list[tuple[mmap.mmap, NDArray[np.uint8], int]] = []
+
+    def take(self, nbytes: int) -> mmap.mmap:
+        from evaluator.metrics import _compiled
+
+        with self._lock:
+            k = next((k for k, e in enumerate(self._free) if len(e[0]) == nbytes), None)
+            if k is None:
+                self._free.clear()  # another size: let the idle buffers go first
+            entry = None if k is None else self._free.pop(k)
+        if entry is None:
+            try:
+                return mmap.mmap(-1, nbytes)  # zeroed by the kernel
+            except OSError:
+                raise MemoryError from None
+        buffer, rows, row_bytes = entry
+        assert _compiled.clear_rows is not None
+        _compiled.clear_rows(np.frombuffer(buffer, dtype=np.uint8).reshape(-1, row_bytes), rows)
+        return buffer
+
+    def give(self, buffer: mmap.mmap, rows: NDArray[np.uint8], row_bytes: int) -> None:
+        with self._lock:
+            held = sum(len(b) for b, _r, _w in self._free)
+            if held + len(buffer) <= self.max_bytes:
+                self._free.append((buffer, rows, row_bytes))
+
+
+#: idle voxel memory kept for the next masks (see :class:`_VoxelPool`)
+POOL_BYTES = 256 << 20
+_POOL = _VoxelPool(POOL_BYTES)
+
+
+def _inflate_rows(
+    data: bytes, skip: int, nbytes: int, row_bytes: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
+    """Inflate the ``nbytes`` voxel bytes of a one-byte mask step by step into zeroed memory,
+    writing only the rows (runs of ``row_bytes``) that hold a nonzero byte, while each step is
+    still in the core's cache; returns the voxels and the OR of each row. ``None`` without the
+    compiled loops."""
+    from evaluator.metrics import _compiled
+
+    if _compiled.store_rows is None or row_bytes <= 0 or nbytes % row_bytes:
+        return None
+    buffer = _POOL.take(nbytes)
+    voxels = np.frombuffer(buffer, dtype=np.uint8)
+    rows = np.zeros(nbytes // row_bytes, dtype=np.uint8)
+    step = row_bytes * max(1, STREAM_BYTES // row_bytes)
+    pos = 0
+    # on an error the buffer is simply dropped: the traceback may still hold the array
+    no_words = np.zeros((1, 0), dtype=np.uint64)
+    for chunk in _inflate_steps(data, skip, nbytes, step):
+        src = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, row_bytes)
+        words = src.view(np.uint64) if row_bytes % 8 == 0 else no_words
+        first = pos // row_bytes
+        end = pos + len(chunk)
+        _compiled.store_rows(
+            src, words, voxels[pos:end].reshape(-1, row_bytes), rows[first : first + len(src)]
+        )
+        pos = end
+    weakref.finalize(voxels, _POOL.give, buffer, rows, row_bytes)
+    return voxels, rows
+
+
 def _check_declared(
     shape: tuple[int, ...],
     itemsize: int,
@@ -222,13 +364,20 @@ def _nifti(
     compressed: bool,
     max_bytes: int,
     expected_shape: tuple[int, ...] | None,
-) -> tuple[NDArray[np.generic], Grid]:
+) -> tuple[NDArray[np.generic], Grid, NDArray[np.uint8] | None]:
+    """The voxels, the grid, and for a streamed one-byte mask the OR of each row along the
+    first (fastest) axis."""
     head = _inflate_upto(raw, 540) if compressed else raw
     hdr, shape, dtype, offset = _nifti_header(head)
     nbytes = _check_declared(shape, dtype.itemsize, max_bytes, expected_shape)
     if offset > max_bytes:
         raise MaskDecodeError(f"invalid voxel offset {offset} in the NIfTI header")
-    if compressed:
+    streamed = None
+    if compressed and dtype.itemsize == 1 and dtype.kind in "ub" and len(shape) in (2, 3):
+        streamed = _inflate_rows(raw, offset, nbytes, shape[0])
+    if streamed is not None:
+        raw, offset = streamed[0], 0  # type: ignore[assignment]
+    elif compressed:
         raw = _inflate_exact(raw, offset + nbytes, max_bytes + offset)
     elif offset + nbytes > len(raw):
         raise MaskDecodeError(
@@ -247,8 +396,11 @@ def _nifti(
         raise MaskDecodeError(f"unsupported NIfTI data type {dtype}") from exc
     if dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
         arr = arr.astype(dtype.newbyteorder("="))
+    unscaled = arr
     arr = _apply_scaling(arr, slope, inter)
-    return arr, Grid(shape, zooms[: len(shape)], affine, "nifti")
+    # the rows looked at while streaming still describe the voxels when nothing rescaled them
+    rows = streamed[1] if streamed is not None and arr is unscaled else None
+    return arr, Grid(shape, zooms[: len(shape)], affine, "nifti"), rows
 
 
 def _apply_scaling(
@@ -522,12 +674,22 @@ def _npz(
     return arr, spacing
 
 
-def _to_labels(arr: NDArray[np.generic]) -> tuple[NDArray[np.generic], int, int]:
-    """Check the values are non-negative integers; return (array, min, max)."""
+def _to_labels(
+    arr: NDArray[np.generic], rows: NDArray[np.uint8] | None = None
+) -> tuple[NDArray[np.generic], int, int, MaskSummary | None]:
+    """Check the values are non-negative integers; return (array, min, max, summary), the
+    summary (:func:`evaluator.metrics.surface.summarize`) only for one-byte unsigned masks,
+    whose maximum it gives in the same read (``rows``: the OR of each row along the first axis
+    of a Fortran-ordered array, when the reader already has it)."""
     if arr.size == 0:
         raise MaskDecodeError("mask is empty (zero voxels)")
     if arr.dtype == np.bool_:
-        return arr.view(np.uint8), 0, int(arr.max())
+        arr = arr.view(np.uint8)
+    if arr.dtype == np.uint8:
+        summary = summarize(arr, fortran_rows=rows)
+        if summary is not None:
+            return arr, 0, summary.max, summary
+        return arr, 0, int(arr.max()), None
     if arr.dtype.kind == "u":
         lo, hi = 0, int(arr.max())  # no pass for the minimum: unsigned values are >= 0
     elif arr.dtype.kind == "i":
@@ -545,26 +707,27 @@ def _to_labels(arr: NDArray[np.generic]) -> tuple[NDArray[np.generic], int, int]
         raise MaskDecodeError(f"unsupported data type {arr.dtype} (labels must be integers)")
     if lo < 0:
         raise MaskDecodeError(f"negative label {lo} (labels are 0 for background, then 1, 2, ...)")
-    return arr, lo, hi
+    return arr, lo, hi, None
 
 
 def _decode(
     raw: bytes, ext: str, max_bytes: int, expected_shape: tuple[int, ...] | None
-) -> tuple[NDArray[np.generic], Grid]:
+) -> tuple[NDArray[np.generic], Grid, NDArray[np.uint8] | None]:
+    """The voxels, the grid, and the rows a streamed NIfTI was seen to hold (else None)."""
     if ext in (".nii.gz", ".nii"):
         return _nifti(
             raw, compressed=ext == ".nii.gz", max_bytes=max_bytes, expected_shape=expected_shape
         )
     if ext == ".nrrd":
-        return _nrrd(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+        return (*_nrrd(raw, max_bytes=max_bytes, expected_shape=expected_shape), None)
     if ext == ".png":
-        return _png(raw, max_bytes=max_bytes, expected_shape=expected_shape)
+        return (*_png(raw, max_bytes=max_bytes, expected_shape=expected_shape), None)
     if ext == ".npy":
         arr = _npy_array(raw, max_bytes=max_bytes, expected_shape=expected_shape)
-        return arr, Grid(tuple(arr.shape), None, None, "")
+        return arr, Grid(tuple(arr.shape), None, None, ""), None
     if ext == ".npz":
         arr, spacing = _npz(raw, max_bytes=max_bytes, expected_shape=expected_shape)
-        return arr, Grid(tuple(arr.shape), spacing, None, "")
+        return arr, Grid(tuple(arr.shape), spacing, None, ""), None
     raise MaskDecodeError(f"unsupported extension {ext}")
 
 
@@ -603,13 +766,13 @@ def decode_mask(
     """
     ext = extension.lower()
     try:
-        arr, grid = _decode(raw, ext, max_voxel_bytes, expected_shape)
+        arr, grid, rows = _decode(raw, ext, max_voxel_bytes, expected_shape)
         _check_grid(arr, grid)
-        data, lo, hi = _to_labels(arr)
+        data, lo, hi, summary = _to_labels(arr, rows)
     except MaskDecodeError:
         raise
     except MemoryError:
         raise MaskDecodeError("the mask does not fit in the decoder's memory limit") from None
     except Exception as exc:  # any other fault of a decoder on these bytes
         raise MaskDecodeError(f"unreadable {ext} file ({type(exc).__name__})") from None
-    return Mask(data, grid, lo, hi)
+    return Mask(data, grid, lo, hi, summary)

@@ -143,13 +143,33 @@ def test_multi_label_is_scored_label_by_label():
 # --------------------------------------------------------------- brute-force agreement
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def search(request, monkeypatch):
-    """Run a test with the compiled nearest-surface search, then with its NumPy twin."""
+COMPILED_LOOPS = (
+    "bounding_box",
+    "nearest_far",
+    "nearest_in_ball",
+    "overlap",
+    "row_bits",
+    "row_bits_bytes",
+    "summary",
+    "surface_in_box",
+    "surface_in_rows",
+)
+
+
+def without_compiled_loops(monkeypatch) -> None:
+    """Make every compiled loop unavailable, as on an install without Numba."""
     from evaluator.metrics import _compiled
 
+    for name in COMPILED_LOOPS:
+        monkeypatch.setattr(_compiled, name, None)
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def search(request, monkeypatch):
+    """Run a test with the compiled loops (summaries, surfaces, nearest-surface search), then
+    with their NumPy twins."""
     if request.param == "numpy":
-        monkeypatch.setattr(_compiled, "nearest_in_ball", None)
+        without_compiled_loops(monkeypatch)
     return request.param
 
 
@@ -258,11 +278,15 @@ def test_translating_both_masks_changes_nothing(pair, dy, dx):
     assert a == pytest.approx(b, nan_ok=True)
 
 
+@pytest.mark.parametrize("far", ["cubes", "tree"])
 @pytest.mark.parametrize("ball", [1, 5, 40])
-def test_offset_ball_and_tree_fallback_agree_with_brute_force(monkeypatch, ball, search):
-    """Small offset balls push most points to the k-d tree fallback; the result must not move."""
+def test_offset_ball_and_far_search_agree_with_brute_force(monkeypatch, ball, far, search):
+    """Small offset balls push most points past the ball, to the search cube by cube or to the
+    k-d tree; the result must not move."""
     import evaluator.metrics.surface as surface_module
 
+    if far == "tree":
+        monkeypatch.setattr(surface_module, "FAR_GRID_MAX_POINTS", 0)
     monkeypatch.setattr(surface_module, "BALL_OFFSETS", ball)
     monkeypatch.setattr(surface_module, "BALL_OFFSETS_COMPILED", ball)
     monkeypatch.setattr(surface_module, "OFFSET_BLOCK", 3)
@@ -300,7 +324,6 @@ def test_compiled_and_numpy_searches_give_identical_distances(monkeypatch, ndim)
     far away (k-d tree), on one thread or two; with its own, larger ball the compiled search
     still agrees with the EDT."""
     import evaluator.metrics.surface as surface_module
-    from evaluator.metrics import _compiled
 
     rng = np.random.default_rng(20 + ndim)
     for trial in range(12):
@@ -319,7 +342,7 @@ def test_compiled_and_numpy_searches_give_identical_distances(monkeypatch, ndim)
             with monkeypatch.context() as m:
                 m.setattr(surface_module, "BALL_OFFSETS_COMPILED", surface_module.BALL_OFFSETS)
                 if impl == "numpy":
-                    m.setattr(_compiled, "nearest_in_ball", None)
+                    without_compiled_loops(m)
                 for workers in (1, -1):
                     got = directed_distances(pred, ref, spacing, method="kdtree", workers=workers)
                     assert got is not None
@@ -332,3 +355,90 @@ def test_compiled_and_numpy_searches_give_identical_distances(monkeypatch, ndim)
         for d_pr, d_rp in [*runs, own_ball]:
             np.testing.assert_allclose(d_pr, edt[0], rtol=0, atol=1e-9)
             np.testing.assert_allclose(d_rp, edt[1], rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------- one read of each mask
+
+
+def _box_of(view: np.ndarray) -> tuple[slice, ...] | None:
+    hits = np.argwhere(view)
+    if hits.size == 0:
+        return None
+    return tuple(
+        slice(int(lo), int(hi) + 1) for lo, hi in zip(hits.min(0), hits.max(0), strict=True)
+    )
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_one_read_summary_gives_numpys_count_maximum_box_and_rows(order, ndim):
+    from evaluator.metrics.surface import summarize
+
+    rng = np.random.default_rng(40 + ndim)
+    for trial in range(30):
+        shape = tuple(int(n) for n in rng.integers(1, 26, ndim))
+        if trial < 2:  # rows read 8 bytes at a time, and byte by byte
+            shape = (16 if trial == 0 else 13,) * ndim
+        labels = 1 if trial % 3 else int(rng.integers(2, 255))
+        m = np.where(rng.random(shape) < rng.choice([0.0, 0.002, 0.05, 0.6]), labels, 0)
+        m = m.astype(np.uint8)
+        arr = np.asfortranarray(m) if order == "F" else np.ascontiguousarray(m)
+        for x in (arr, arr.astype(bool)) if labels == 1 else (arr,):
+            s = summarize(x)
+            assert s is not None
+            view = x.T if s.transposed else x
+            assert s.transposed == (order == "F" and not x.flags.c_contiguous)
+            assert s.count == np.count_nonzero(m)
+            assert s.max == int(m.max())
+            assert s.box == _box_of(view)
+            rows = view.reshape(-1, view.shape[-1]).any(axis=1)
+            assert np.array_equal(s.rows.reshape(-1) != 0, rows)
+    assert summarize(np.zeros((4, 4), np.int16)) is None  # not a one-byte type
+    assert summarize(np.zeros((6, 6, 6), np.uint8)[::2]) is None  # not contiguous
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_overlap_from_the_summaries_equals_counting_both(order):
+    from evaluator.metrics.surface import overlap_count, summarize
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        shape = tuple(int(n) for n in rng.integers(1, 20, 3))
+        a = (rng.random(shape) < rng.uniform(0, 0.5)).astype(np.uint8)
+        b = (rng.random(shape) < rng.uniform(0, 0.5)).astype(np.uint8)
+        if order == "F":
+            a, b = np.asfortranarray(a), np.asfortranarray(b)
+        sa, sb = summarize(a), summarize(b)
+        assert overlap_count(a, b, sa, sb) == np.count_nonzero(a & b)
+
+
+def test_case_metrics_are_the_same_with_the_readers_summaries_and_without(tmp_path, search):
+    """Scoring reuses the summary the mask reader made in the same read as the maximum; the
+    values equal those computed from the arrays alone, label by label, on both paths."""
+    from evaluator.metrics.segmentation import case_metrics_and_counts
+    from evaluator.readers.masks import decode_mask
+    from evaluator.synthetic import mask_pair, write_nifti
+
+    spacing = (0.8, 0.9, 2.0)
+    for seed in range(4):
+        ref, pred = mask_pair((40, 36, 20), seed=seed, size=0.25)
+        write_nifti(tmp_path / "r.nii.gz", ref, spacing)
+        write_nifti(tmp_path / "p.nii.gz", pred, spacing)
+        r = decode_mask((tmp_path / "r.nii.gz").read_bytes(), ".nii.gz")
+        p = decode_mask((tmp_path / "p.nii.gz").read_bytes(), ".nii.gz")
+        assert (r.summary is not None) == (search == "compiled")
+        top = max(r.max, p.max)
+        with_summaries, counts = case_metrics_and_counts(
+            r.data, p.data, spacing, max_label=top, summaries=(r.summary, p.summary)
+        )
+        alone = metrics_of(ref, pred, spacing=spacing)
+        assert with_summaries[1] == pytest.approx(alone, nan_ok=True, abs=1e-12)
+        c = counts[1]
+        assert (c.tp, c.n_ref, c.n_pred) == (
+            np.count_nonzero(ref & pred),
+            np.count_nonzero(ref),
+            np.count_nonzero(pred),
+        )
+        bf = brute_force(ref.astype(bool), pred.astype(bool), spacing)
+        for k in ("hd95", "hd", "assd", "nsd"):
+            assert with_summaries[1][k] == pytest.approx(bf[k], abs=1e-9), k
