@@ -246,12 +246,18 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
         )
         e2e["decompress_s"] = t_dec
         overlap = ("dice", "iou", "sensitivity", "specificity")
+        from evaluator import scoring
+
+        def score_fresh(o: ScoreOptions) -> Any:
+            # as for a new submission: no file digest remembered from the previous run (the
+            # platform keeps the reference's, which would flatter these figures a little)
+            scoring._sha_cache.clear()
+            return score("segmentation", ref_dir, pred_dir, options=o)
+
         for metrics, label in ((None, "all 8 metrics"), (overlap, "overlap metrics only")):
             for workers in (1, os.cpu_count() or 1):
                 opts = ScoreOptions(workers=workers, bootstrap=1000, metrics=metrics)
-                t, rep = best_of(
-                    lambda o=opts: score("segmentation", ref_dir, pred_dir, options=o), 3
-                )
+                t, rep = best_of(lambda o=opts: score_fresh(o), 3)
                 ratio = t / t_dec
                 row(
                     f"score(), {label}, {workers} thread(s)",
@@ -273,9 +279,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
             try:
                 for workers in (1, os.cpu_count() or 1):
                     opts = ScoreOptions(workers=workers, bootstrap=1000)
-                    t, _rep = best_of(
-                        lambda o=opts: score("segmentation", ref_dir, pred_dir, options=o), 3
-                    )
+                    t, _rep = best_of(lambda o=opts: score_fresh(o), 3)
                     row(
                         f"score(), all 8 metrics, {workers} thread(s), zlib inflater",
                         t,

@@ -146,8 +146,12 @@ _sha_cache: dict[tuple[str, int, int], str] = {}
 _table_cache: dict[tuple[Any, ...], Any] = {}
 
 
+#: file digests remembered (a 64-character string each): every file of a large reference
+_SHA_CACHE_SIZE = 4096
+
+
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
-    if len(cache) >= _CACHE_SIZE:
+    if len(cache) >= (_SHA_CACHE_SIZE if cache is _sha_cache else _CACHE_SIZE):
         cache.pop(next(iter(cache)))
     cache[key] = value
     return value
@@ -172,11 +176,29 @@ def _sha256_file(path: Path) -> str:
 
 
 def _sha256_tree(path: Path) -> str:
+    """The manifest digest of a folder: ``relative path NUL file sha256 LF`` for every regular
+    file below it (symbolic links neither followed nor listed), in the order of their path
+    components, as ``sorted(path.rglob("*"))`` gives them."""
+    root = path.resolve()
+    files: list[tuple[list[str], str, tuple[str, int, int]]] = []
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as entries:
+            for e in entries:
+                rel = prefix + e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), rel + "/"))
+                elif e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    files.append((rel.split("/"), rel, (e.path, st.st_size, st.st_mtime_ns)))
     manifest = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            manifest.update(p.relative_to(path).as_posix().encode() + b"\0")
-            manifest.update(_sha256_path(p).encode() + b"\n")
+    for _parts, rel, key in sorted(files, key=lambda f: f[0]):
+        digest = _sha_cache.get(key)
+        if digest is None:
+            digest = str(_remember(_sha_cache, key, _sha256_file(Path(key[0]))))
+        manifest.update(rel.encode() + b"\0")
+        manifest.update(digest.encode() + b"\n")
     return manifest.hexdigest()
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,8 +56,9 @@ BALL_OFFSETS = 400
 BALL_OFFSETS_COMPILED = 4000
 #: offsets gathered per step
 OFFSET_BLOCK = 16
-#: masks (the slabs holding the label) from this many voxels are split over two threads
-PARALLEL_MIN_VOXELS = 1 << 23
+#: masks whose box (else whole array) holds this many voxels have their surfaces and
+#: directions split over two threads
+PARALLEL_MIN_VOXELS = 1 << 22
 #: use the k-d tree while (surface points) < box voxels / this factor; measured on 2 cores
 KD_TREE_BOX_RATIO = 6.0
 #: points beyond the ball are searched cube by cube (cubes of this many voxels a side) up to
@@ -464,6 +467,10 @@ def _surface_of(
     return _Surface(box, inner, idx3, padded)
 
 
+def _box_size(box: tuple[slice, ...] | None) -> int:
+    return 0 if box is None else math.prod(b.stop - b.start for b in box)
+
+
 def _summary_of(
     mask: NDArray[Any], given: MaskSummary | None, transpose: bool
 ) -> MaskSummary | None:
@@ -475,13 +482,27 @@ def _summary_of(
     return got
 
 
+_helper: tuple[int, ThreadPoolExecutor] | None = None
+_helper_lock = threading.Lock()
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    """One helper thread for the whole process, started on first use (and again in a forked
+    child, where the parent's thread does not exist)."""
+    global _helper
+    with _helper_lock:
+        if _helper is None or _helper[0] != os.getpid():
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanbench-surface")
+            _helper = (os.getpid(), pool)
+        return _helper[1]
+
+
 def _pair(first: Callable[[], _T], second: Callable[[], _U], parallel: bool) -> tuple[_T, _U]:
-    """``(first(), second())``, the second on a helper thread when ``parallel``."""
+    """``(first(), second())``, the second on the helper thread when ``parallel``."""
     if not parallel:
         return first(), second()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanbench-surface") as pool:
-        later = pool.submit(second)
-        return first(), later.result()
+    later = _helper_thread().submit(second)
+    return first(), later.result()
 
 
 def directed_distances(
@@ -499,8 +520,9 @@ def directed_distances(
     applies the empty-mask conventions). ``method`` is ``"auto"``, ``"kdtree"`` or ``"edt"``;
     all give the same values up to float rounding. ``workers`` is the k-d tree query's thread
     count (-1: all cores; pass 1 when cases are already scored in parallel); unless it is 1,
-    masks of at least :data:`PARALLEL_MIN_VOXELS` voxels have their two surfaces, then the two
-    directions, computed on two threads. ``summaries`` (from :func:`summarize` on ``a`` and
+    masks whose box holds at least :data:`PARALLEL_MIN_VOXELS` voxels have their two surfaces,
+    then the two directions, computed on two threads (the second on one helper thread kept for
+    the process). ``summaries`` (from :func:`summarize` on ``a`` and
     ``b``, when the caller has them) spare a read of each mask.
 
     Cropping never changes a value: a voxel outside a box holding the whole mask is background
@@ -515,12 +537,15 @@ def directed_distances(
     # With workers != 1 and large masks, the two masks (and then the two directions) go to two
     # threads: the surface passes and the compiled search release the GIL. On small masks the
     # hand-offs cost more than they save.
-    parallel = workers != 1 and a.size >= PARALLEL_MIN_VOXELS
+    given = summaries[0] is not None and summaries[1] is not None
     sum_a, sum_b = _pair(
         lambda: _summary_of(a, summaries[0], transpose),
         lambda: _summary_of(b, summaries[1], transpose),
-        parallel,
+        workers != 1 and not given and a.size >= PARALLEL_MIN_VOXELS,
     )
+    # the work from here on is in the masks' boxes
+    work = max(_box_size(x.box) if x is not None else a.size for x in (sum_a, sum_b))
+    parallel = workers != 1 and work >= PARALLEL_MIN_VOXELS
     if transpose:
         # Fortran-ordered (NIfTI): work on the transposed, C-ordered view. Distances do not
         # depend on the axis order, and mixing layouts would make every pass cache-hostile.

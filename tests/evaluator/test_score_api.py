@@ -53,6 +53,34 @@ def test_segmentation_report_shape_and_meta(tmp_path):
     assert data["aggregates"]["dice"] == pytest.approx(mean)
 
 
+def test_folder_digest_is_the_manifest_of_its_regular_files(tmp_path):
+    """predictions_sha256 of a folder: sha256 over ``relative path NUL sha256(file) LF`` of
+    every regular file, in path-component order; symbolic links are neither followed nor
+    listed, and a file changed in place changes the digest even with the digests cached."""
+    folder = tmp_path / "preds"
+    for name in ("case_000.nii.gz", "a/b", "a-c", "a/b-x/y", ".hidden", "a/b0"):
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(name.encode() * 3)
+    (folder / "link").symlink_to(folder / "a-c")
+    (folder / "dirlink").symlink_to(folder / "a")
+
+    def expected() -> str:
+        manifest = hashlib.sha256()
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+        for p in sorted(files, key=lambda p: p.relative_to(folder).parts):
+            manifest.update(p.relative_to(folder).as_posix().encode() + b"\0")
+            manifest.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+        return manifest.hexdigest()
+
+    from evaluator.scoring import _sha256_path
+
+    first = _sha256_path(folder)
+    assert first == expected()
+    (folder / "a" / "b").write_bytes(b"changed, and longer than before")
+    assert _sha256_path(folder) == expected() != first
+
+
 def test_case_order_and_input_layout_do_not_matter(tmp_path, write_masks):
     rng = np.random.default_rng(0)
     masks = {f"c{i}": (rng.random((8, 9, 7)) < 0.4).astype(np.uint8) for i in range(5)}

@@ -341,6 +341,8 @@ def test_compiled_and_numpy_searches_give_identical_distances(monkeypatch, ndim)
         for impl in ("compiled", "numpy"):
             with monkeypatch.context() as m:
                 m.setattr(surface_module, "BALL_OFFSETS_COMPILED", surface_module.BALL_OFFSETS)
+                # two threads whatever the size: the helper thread's path is checked too
+                m.setattr(surface_module, "PARALLEL_MIN_VOXELS", 0)
                 if impl == "numpy":
                     without_compiled_loops(m)
                 for workers in (1, -1):
