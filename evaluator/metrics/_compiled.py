@@ -202,33 +202,27 @@ def _summary(mask: Any, words: Any, rows: Any) -> Any:  # pragma: no cover - run
 
 
 def _store_rows(
-    src: Any, words: Any, dst: Any, rows: Any
+    src: Any, dst: Any, rows: Any, start: int, width: int
 ) -> None:  # pragma: no cover - runs compiled
-    """Copy the rows of ``src`` (2-D, uint8) that hold a nonzero byte into ``dst`` (same
-    shape, zero already), and set ``rows`` to the OR of each row. ``words``: ``src`` read as
-    8-byte words, or an empty last axis when a row is not a multiple of 8 bytes."""
-    n, width = src.shape
-    nw = np.uint64(words.shape[1])
+    """Copy the rows of ``src`` (1-D, uint8: whole rows of ``width`` bytes) that hold a
+    nonzero byte into ``dst`` (1-D, zero already) from byte ``start`` on, and set the rows'
+    entries of ``rows`` (from row ``start // width``) to the OR of each row."""
+    first = start // width
+    w = np.uint64(width)
+    n = src.size // width
+    # two passes, unsigned offsets: each loop vectorizes (a copy inside the first one stops it)
     for r in range(n):
-        row = src[r]
+        base = np.uint64(r * width)
         acc = np.uint8(0)
-        if nw:
-            wrow = words[r]
-            wacc = np.uint64(0)
-            for k in range(nw):
-                wacc |= wrow[k]
-            wacc |= wacc >> np.uint64(32)
-            wacc |= wacc >> np.uint64(16)
-            wacc |= wacc >> np.uint64(8)
-            acc = np.uint8(wacc & np.uint64(0xFF))
-        else:
-            for k in range(np.uint64(width)):
-                acc |= row[k]
-        rows[r] = acc
-        if acc:
-            out = dst[r]
-            for k in range(np.uint64(width)):
-                out[k] = row[k]
+        for k in range(w):
+            acc |= src[base + k]
+        rows[first + r] = acc
+    for r in range(n):
+        if rows[first + r]:
+            base = np.uint64(r * width)
+            to = np.uint64(start) + base
+            for k in range(w):
+                dst[to + k] = src[base + k]
 
 
 def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs compiled
@@ -241,17 +235,24 @@ def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs comp
                 out[k] = 0
 
 
-def _overlap(a: Any, b: Any, rows_a: Any, rows_b: Any) -> int:  # pragma: no cover - compiled
-    """Voxels nonzero in both 0/1 masks (3-D, uint8), reading only rows nonzero in both."""
-    n0, n1, n2 = a.shape
+def _overlap(
+    a: Any, b: Any, rows_a: Any, rows_b: Any, spans_a: Any, spans_b: Any
+) -> int:  # pragma: no cover - runs compiled
+    """Voxels nonzero in both 0/1 masks (3-D, uint8), reading only the rows nonzero in both,
+    between where both rows' spans (first and last nonzero voxel) overlap."""
+    n0, n1 = a.shape[0], a.shape[1]
     total = 0
     for i in range(n0):
         for j in range(n1):
             if rows_a[i, j] == 0 or rows_b[i, j] == 0:
                 continue
-            ra, rb = a[i, j], b[i, j]
+            first = max(spans_a[i, j, 0], spans_b[i, j, 0])
+            last = min(spans_a[i, j, 1], spans_b[i, j, 1])
+            if last < first:
+                continue
+            ra, rb = a[i, j, first:], b[i, j, first:]
             c = 0
-            for k in range(np.uint64(n2)):
+            for k in range(np.uint64(last - first + 1)):
                 c += ra[k] & rb[k]
             total += c
     return total
@@ -270,7 +271,7 @@ def _surface_in_rows(
     b0, e0, b1, e1, b2, e2 = box[0], box[1], box[2], box[3], box[4], box[5]
     p0, p1, p2 = pad[0], pad[1], pad[2]
     surf = np.zeros((e0 - b0 + 2 * p0, e1 - b1 + 2 * p1, e2 - b2 + 2 * p2), dtype=np.uint8)
-    found = np.zeros((n0, n1), dtype=np.int64)  # surface voxels per row
+    found = np.zeros((e0 - b0, e1 - b1), dtype=np.int32)  # surface voxels per row of the box
     one = np.uint64(1)
     count = 0
     # Loops index with unsigned integers: Numba then drops its negative-index handling and the
@@ -306,16 +307,17 @@ def _surface_in_rows(
                 for k in range(one, n - one):
                     c += out[k]
                 c += 1 if n == one else 2
-            found[i, j] = c
+            found[i - b0, j - b1] = c
             count += c
     idx = np.empty((count, 3), dtype=np.intp)
     c = 0
     for i in range(b0, e0):
         for j in range(b1, e1):
-            if found[i, j] == 0:
+            here = found[i - b0, j - b1]
+            if here == 0:
                 continue
             first, last = spans[i, j, 0], spans[i, j, 1]
-            if found[i, j] <= 2 and (found[i, j] == 2) == (last > first):  # only the two ends
+            if here <= 2 and (here == 2) == (last > first):  # only the two ends
                 idx[c, 0], idx[c, 1], idx[c, 2] = i, j, first
                 c += 1
                 if last > first:
@@ -331,14 +333,15 @@ def _surface_in_rows(
 
 
 def _nearest_far(
-    points: Any, todo: Any, q: Any, spacing: Any, cell: int, out: Any
+    points: Any, todo: Any, q: Any, spacing: Any, shift: int, out: Any
 ) -> None:  # pragma: no cover - runs compiled
     """Exact nearest distance from ``points[todo]`` to the points ``q`` ((m, 3) voxel indices),
     in mm: ``sqrt(sum(((p - q) * spacing) ** 2))``, the formula of the offset ball's lengths.
 
-    ``q`` is bucketed into cubes of ``cell`` voxels. Each point starts from the distance to the
-    previous point's nearest voxel (far points come in clusters, so it is close) and reads only
-    the cubes whose smallest possible distance is below the nearest found so far.
+    ``q`` is bucketed into cubes of ``2**shift`` voxels a side. Each point starts from the
+    distance to the previous point's nearest voxel (far points come in clusters, so it is
+    close) and reads only the cubes whose voxels' box is nearer than the nearest found so
+    far.
     """
     m = q.shape[0]
     s0, s1, s2 = spacing[0], spacing[1], spacing[2]
@@ -348,11 +351,14 @@ def _nearest_far(
         lo0, hi0 = min(lo0, q[t, 0]), max(hi0, q[t, 0])
         lo1, hi1 = min(lo1, q[t, 1]), max(hi1, q[t, 1])
         lo2, hi2 = min(lo2, q[t, 2]), max(hi2, q[t, 2])
-    g0, g1, g2 = (hi0 - lo0) // cell + 1, (hi1 - lo1) // cell + 1, (hi2 - lo2) // cell + 1
+    # cubes of 2**shift voxels: a shift, where an integer division would cost tens of cycles
+    g0, g1, g2 = ((hi0 - lo0) >> shift) + 1, ((hi1 - lo1) >> shift) + 1, ((hi2 - lo2) >> shift) + 1
     which = np.empty(m, dtype=np.intp)
     starts = np.zeros(g0 * g1 * g2 + 1, dtype=np.intp)
     for t in range(m):
-        c = ((q[t, 0] - lo0) // cell * g1 + (q[t, 1] - lo1) // cell) * g2 + (q[t, 2] - lo2) // cell
+        c = (((q[t, 0] - lo0) >> shift) * g1 + ((q[t, 1] - lo1) >> shift)) * g2 + (
+            (q[t, 2] - lo2) >> shift
+        )
         which[t] = c
         starts[c + 1] += 1
     for c in range(g0 * g1 * g2):
@@ -364,16 +370,19 @@ def _nearest_far(
         fill[which[t]] += 1
     cells = np.flatnonzero(starts[1:] > starts[:-1])
     nc = cells.size
-    # each non-empty cube's corner voxels, [lo, hi] per axis
+    # the box of each non-empty cube's own voxels, [lo, hi] per axis: a surface crosses a cube
+    # as a thin sheet, so this bound is much tighter than the cube's
     corner = np.empty((nc, 6), dtype=np.intp)
     for u in range(nc):
         c = cells[u]
-        c2 = c % g2
-        c1 = (c // g2) % g1
-        c0 = c // (g1 * g2)
-        corner[u, 0], corner[u, 1] = lo0 + c0 * cell, lo0 + c0 * cell + cell - 1
-        corner[u, 2], corner[u, 3] = lo1 + c1 * cell, lo1 + c1 * cell + cell - 1
-        corner[u, 4], corner[u, 5] = lo2 + c2 * cell, lo2 + c2 * cell + cell - 1
+        w = members[starts[c]]
+        for a in range(3):
+            corner[u, 2 * a] = corner[u, 2 * a + 1] = q[w, a]
+        for v in range(starts[c] + 1, starts[c + 1]):
+            w = members[v]
+            for a in range(3):
+                corner[u, 2 * a] = min(corner[u, 2 * a], q[w, a])
+                corner[u, 2 * a + 1] = max(corner[u, 2 * a + 1], q[w, a])
     near = 0  # the nearest voxel of the previous point: a close first guess for the next
     for t in range(todo.size):
         i = todo[t]

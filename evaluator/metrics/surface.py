@@ -61,9 +61,9 @@ OFFSET_BLOCK = 16
 PARALLEL_MIN_VOXELS = 1 << 22
 #: use the k-d tree while (surface points) < box voxels / this factor; measured on 2 cores
 KD_TREE_BOX_RATIO = 6.0
-#: points beyond the ball are searched cube by cube (cubes of this many voxels a side) up to
-#: this many of them; more go to a k-d tree, whose build then pays for itself
-FAR_CELL = 8
+#: points beyond the ball are searched cube by cube (cubes of 2**FAR_CELL_SHIFT voxels a side)
+#: up to this many of them; more go to a k-d tree, whose build then pays for itself
+FAR_CELL_SHIFT = 3
 FAR_GRID_MAX_POINTS = 4000
 
 
@@ -160,7 +160,12 @@ def overlap_count(a: NDArray[Any], b: NDArray[Any], sa: MaskSummary, sb: MaskSum
         return 0
     return int(
         _compiled.overlap(
-            _as_3d(va[0].view(np.uint8)), _as_3d(vb[0].view(np.uint8)), sa.rows, sb.rows
+            _as_3d(va[0].view(np.uint8)),
+            _as_3d(vb[0].view(np.uint8)),
+            sa.rows,
+            sb.rows,
+            sa.spans,
+            sb.spans,
         )
     )
 
@@ -273,6 +278,7 @@ class _Surface(NamedTuple):
     padded: BoolArray | None
 
 
+@functools.lru_cache(maxsize=64)
 def _compiled_ball(
     spacing: tuple[float, ...],
 ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.intp]]:
@@ -352,7 +358,7 @@ def _nearest_far(
         if ndim == 2:
             ip, iq = np.pad(ip, ((0, 0), (1, 0))), np.pad(iq, ((0, 0), (1, 0)))
             spacing = np.concatenate(([1.0], spacing))
-        _compiled.nearest_far(ip, rest, iq, spacing, FAR_CELL, out)
+        _compiled.nearest_far(ip, rest, iq, spacing, FAR_CELL_SHIFT, out)
         return
     from scipy.spatial import cKDTree  # imported here: scipy.spatial is slow to import
 

@@ -289,16 +289,10 @@ def _inflate_rows(
     step = row_bytes * max(1, STREAM_BYTES // row_bytes)
     pos = 0
     # on an error the buffer is simply dropped: the traceback may still hold the array
-    no_words = np.zeros((1, 0), dtype=np.uint64)
+    store = _compiled.store_rows
     for chunk in _inflate_steps(data, skip, nbytes, step):
-        src = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, row_bytes)
-        words = src.view(np.uint64) if row_bytes % 8 == 0 else no_words
-        first = pos // row_bytes
-        end = pos + len(chunk)
-        _compiled.store_rows(
-            src, words, voxels[pos:end].reshape(-1, row_bytes), rows[first : first + len(src)]
-        )
-        pos = end
+        store(np.frombuffer(chunk, dtype=np.uint8), voxels, rows, pos, row_bytes)
+        pos += len(chunk)
     weakref.finalize(voxels, _POOL.give, buffer, rows, row_bytes)
     return voxels, rows
 
