@@ -172,7 +172,7 @@ def _inflate_exact(data: bytes, needed: int, max_bytes: int) -> bytes:
 
 #: voxel bytes inflated per step when a one-byte NIfTI is streamed: the step stays in the core's
 #: cache while its rows are looked at
-STREAM_BYTES = 1 << 17
+STREAM_BYTES = 1 << 20
 
 
 def _inflate_steps(data: bytes, skip: int, needed: int, step: int) -> Iterator[bytes]:
