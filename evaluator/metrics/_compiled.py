@@ -410,16 +410,23 @@ def _nearest_far(
 
 
 def _nearest_in_ball(
-    padded: Any, reach: Any, points: Any, offsets: Any, lengths: Any, spacing: Any, out: Any
-) -> None:  # pragma: no cover - runs compiled
+    padded: Any,
+    reach: Any,
+    points: Any,
+    lo: Any,
+    offsets: Any,
+    lengths: Any,
+    spacing: Any,
+    out: Any,
+) -> Any:  # pragma: no cover - runs compiled
     """Nearest distance from each point to the True voxels of ``padded`` within a ball.
 
     ``padded``: the other surface's box with ``reach[k]`` False voxels on both sides of axis k,
-    reach being the largest offset along each axis; ``points``: (n, 3) coordinates in the
-    unpadded box's frame, possibly outside it; ``offsets``: (m, 3) sorted by physical length,
-    ``lengths``: theirs, ``spacing``: the voxel size along each axis. A point on the surface is
-    at 0; otherwise the first offset landing on the surface gives its exact nearest distance.
-    A point with no hit keeps its value (NaN).
+    reach being the largest offset along each axis, ``lo`` the unpadded box's first voxel;
+    ``points``: (n, 3) voxel indices, possibly outside the box; ``offsets``: (m, 3) sorted by
+    physical length, ``lengths``: theirs, ``spacing``: the voxel size along each axis. A point
+    on the surface is at 0; otherwise the first offset landing on the surface gives its exact
+    nearest distance. Returns the points with no hit, whose ``out`` is left as it was.
     """
     r0, r1, r2 = reach[0], reach[1], reach[2]
     m0, m1, m2 = padded.shape
@@ -431,8 +438,12 @@ def _nearest_in_ball(
     o1 = np.ascontiguousarray(offsets[:, 1])
     o2 = np.ascontiguousarray(offsets[:, 2])
     lin = o0 * s0 + o1 * s1 + o2
+    missed = np.empty(points.shape[0], dtype=np.intp)
+    n_missed = 0
     for i in range(points.shape[0]):
-        x, y, z = points[i, 0] + r0, points[i, 1] + r1, points[i, 2] + r2
+        x = points[i, 0] - lo[0] + r0
+        y = points[i, 1] - lo[1] + r1
+        z = points[i, 2] - lo[2] + r2
         if r0 <= x < r0 + n0 and r1 <= y < r1 + n1 and r2 <= z < r2 + n2:
             # inside the box: the whole ball lies inside the padded array
             c = x * s0 + y * s1 + z
@@ -443,6 +454,9 @@ def _nearest_in_ball(
                 if flat[c + lin[j]]:
                     out[i] = lengths[j]
                     break
+            else:
+                missed[n_missed] = i
+                n_missed += 1
         elif 0 <= x < m0 and 0 <= y < m1 and 0 <= z < m2:
             # outside the box by at most one reach: offsets may leave the array, and none
             # shorter than the distance to the box can land in it
@@ -455,7 +469,13 @@ def _nearest_in_ball(
                 if 0 <= a < m0 and 0 <= b < m1 and 0 <= d < m2 and flat[a * s0 + b * s1 + d]:
                     out[i] = lengths[j]
                     break
-        # farther out: farther than the ball from all of the box, left to the k-d tree
+            else:
+                missed[n_missed] = i
+                n_missed += 1
+        else:  # farther than the ball from all of the box
+            missed[n_missed] = i
+            n_missed += 1
+    return missed[:n_missed]
 
 
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any] | None:

@@ -310,17 +310,16 @@ def _nearest(
     """
     from evaluator.metrics import _compiled  # imports Numba on first use
 
-    n = ip.shape[0]
-    out = np.full(n, np.nan)
-    ndim = ip.shape[1]
+    n, ndim = ip.shape
     sp_t = tuple(float(x) for x in spacing)
     kernel = _compiled.nearest_in_ball if ndim in (2, 3) else None
     lo = np.array([s.start for s in q.box], dtype=np.intp)
     if kernel is not None:
+        out = np.empty(n)
         offs, lengths, reach = _compiled_ball(sp_t)
-        points = ip - lo
-        if ndim == 2:
-            points = np.pad(points, ((0, 0), (1, 0)))
+        points = ip
+        if ndim == 2:  # a leading axis of length 1
+            points, lo = np.pad(ip, ((0, 0), (1, 0))), np.concatenate(([0], lo))
         padded = q.padded
         if padded is None:
             # the box with one reach of empty voxels on every side: a ball around any voxel of
@@ -330,12 +329,13 @@ def _nearest(
             inner = zip(reach, mask.shape, strict=True)
             padded[tuple(slice(int(r), int(r) + m) for r, m in inner)] = mask
         sp3 = spacing if ndim == 3 else np.concatenate(([1.0], spacing))
-        kernel(padded, reach, points, offs, lengths, sp3, out)
+        rest = kernel(padded, reach, points, lo, offs, lengths, sp3, out)
     else:
+        out = np.full(n, np.nan)
         radius = _ball_radius(sp_t, BALL_OFFSETS)
         offsets, lengths = _ball_offsets(sp_t, radius)
         _nearest_numpy(ip - lo, q.surf, offsets, lengths, radius, sp_t, out)
-    rest = np.flatnonzero(np.isnan(out))
+        rest = np.flatnonzero(np.isnan(out))
     if rest.size:
         _nearest_far(ip, rest, iq, spacing, workers, out)
     return out

@@ -444,3 +444,19 @@ def test_case_metrics_are_the_same_with_the_readers_summaries_and_without(tmp_pa
         bf = brute_force(ref.astype(bool), pred.astype(bool), spacing)
         for k in ("hd95", "hd", "assd", "nsd"):
             assert with_summaries[1][k] == pytest.approx(bf[k], abs=1e-9), k
+
+
+def test_percentile_95_is_numpys_bit_for_bit():
+    from evaluator.metrics.segmentation import percentile_95
+
+    rng = np.random.default_rng(95)
+    for n in [*range(1, 60), 101, 1000, 10_001, 54_321]:
+        for kind in ("continuous", "ties", "grid"):
+            if kind == "continuous":
+                d = rng.exponential(3.0, n)
+            elif kind == "ties":
+                d = rng.integers(0, 4, n).astype(np.float64) * 0.8
+            else:  # distances on a voxel grid, as the metric sees them
+                o = rng.integers(-6, 7, (n, 3)) * np.array([0.8, 0.8, 2.0])
+                d = np.sqrt((o**2).sum(axis=1))
+            assert percentile_95(d) == np.percentile(d, 95), (n, kind)
