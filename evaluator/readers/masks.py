@@ -14,6 +14,7 @@ size limits below hold with either. :data:`DECOMPRESSOR` names the one in use.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import mmap
@@ -361,8 +362,9 @@ def _nifti(
 ) -> tuple[NDArray[np.generic], Grid, NDArray[np.uint8] | None]:
     """The voxels, the grid, and for a streamed one-byte mask the OR of each row along the
     first (fastest) axis."""
-    head = _inflate_upto(raw, 540) if compressed else raw
-    hdr, shape, dtype, offset = _nifti_header(head)
+    head = _inflate_upto(raw, 540) if compressed else raw[:540]
+    info = _nifti_info(head)
+    shape, dtype, offset = info.shape, info.dtype, info.offset
     nbytes = _check_declared(shape, dtype.itemsize, max_bytes, expected_shape)
     if offset > max_bytes:
         raise MaskDecodeError(f"invalid voxel offset {offset} in the NIfTI header")
@@ -377,12 +379,6 @@ def _nifti(
         raise MaskDecodeError(
             f"truncated voxel data ({max(0, len(raw) - offset)} of {nbytes} bytes present)"
         )
-    try:
-        zooms = tuple(float(z) for z in hdr.get_zooms())
-        slope, inter = hdr.get_slope_inter()
-        affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
-    except Exception as exc:  # nibabel raises many types on a bad header
-        raise MaskDecodeError(f"bad NIfTI header ({type(exc).__name__})") from exc
     count = math.prod(shape)
     try:
         arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
@@ -391,10 +387,38 @@ def _nifti(
     if dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
         arr = arr.astype(dtype.newbyteorder("="))
     unscaled = arr
-    arr = _apply_scaling(arr, slope, inter)
+    arr = _apply_scaling(arr, info.slope, info.inter)
     # the rows looked at while streaming still describe the voxels when nothing rescaled them
     rows = streamed[1] if streamed is not None and arr is unscaled else None
-    return arr, Grid(shape, zooms[: len(shape)], affine, "nifti"), rows
+    return arr, Grid(shape, info.zooms[: len(shape)], info.affine, "nifti"), rows
+
+
+@dataclass(frozen=True)
+class _NiftiInfo:
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    offset: int
+    zooms: tuple[float, ...]
+    slope: float | None
+    inter: float | None
+    affine: NDArray[np.float64]  # read-only: shared by every mask with this header
+
+
+@functools.lru_cache(maxsize=256)
+def _nifti_info(head: bytes) -> _NiftiInfo:
+    """What scoring needs from a NIfTI header (its first 540 bytes), parsed and checked by
+    nibabel. Remembered per header: a prediction usually carries its reference's header byte
+    for byte, and nibabel's checks take longer than inflating a small mask's header. A header
+    that fails raises each time (failures are not remembered)."""
+    hdr, shape, dtype, offset = _nifti_header(head)
+    try:
+        zooms = tuple(float(z) for z in hdr.get_zooms())
+        slope, inter = hdr.get_slope_inter()
+        affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+    except Exception as exc:  # nibabel raises many types on a bad header
+        raise MaskDecodeError(f"bad NIfTI header ({type(exc).__name__})") from exc
+    affine.flags.writeable = False
+    return _NiftiInfo(shape, dtype, offset, zooms, slope, inter, affine)
 
 
 def _apply_scaling(
