@@ -195,17 +195,19 @@ def _inflate_steps(data: bytes, skip: int, needed: int, step: int) -> Iterator[b
                 raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
             # ISA-L's decompressor keeps its unread input; zlib's hands it back to pass again
             tail = getattr(d, "unconsumed_tail", b"")
-            total += len(chunk)
-            if total > skip and chunk:
-                if total - len(chunk) < skip:
-                    chunk = chunk[skip - (total - len(chunk)) :]
+            produced = len(chunk)
+            total += produced
+            if total > skip and produced:
+                if total - produced < skip:
+                    chunk = chunk[skip - (total - produced) :]
                 if pending:
                     chunk, pending = pending + chunk, b""
                 if (total - skip) % step and total < want:
                     pending = chunk  # a member ended inside a step: join it with the next one
                 else:
                     yield chunk
-            if d.eof or not chunk:
+                    del chunk  # as the caller drops it, before the next step is inflated
+            if d.eof or not produced:
                 break
         if total >= want:
             break
@@ -294,6 +296,7 @@ def _inflate_rows(
     for chunk in _inflate_steps(data, skip, nbytes, step):
         store(np.frombuffer(chunk, dtype=np.uint8), voxels, rows, pos, row_bytes)
         pos += len(chunk)
+        del chunk  # freed before the next step is inflated, so that its memory is reused
     weakref.finalize(voxels, _POOL.give, buffer, rows, row_bytes)
     return voxels, rows
 
