@@ -202,11 +202,13 @@ def _summary(mask: Any, words: Any, rows: Any) -> Any:  # pragma: no cover - run
 
 
 def _store_rows(
-    src: Any, dst: Any, rows: Any, start: int, width: int
+    src: Any, dst: Any, rows: Any, dirty: Any, start: int, width: int
 ) -> None:  # pragma: no cover - runs compiled
     """Copy the rows of ``src`` (1-D, uint8: whole rows of ``width`` bytes) that hold a
-    nonzero byte into ``dst`` (1-D, zero already) from byte ``start`` on, and set the rows'
-    entries of ``rows`` (from row ``start // width``) to the OR of each row."""
+    nonzero byte into ``dst`` (1-D) from byte ``start`` on, and set the rows' entries of
+    ``rows`` (from row ``start // width``) to the OR of each row. ``dst`` is zero except in the
+    rows marked in ``dirty`` (indexed like ``rows``; empty when ``dst`` is all zeros): those of
+    them that are empty now are zeroed."""
     first = start // width
     w = np.uint64(width)
     n = src.size // width
@@ -217,12 +219,16 @@ def _store_rows(
         for k in range(w):
             acc |= src[base + k]
         rows[first + r] = acc
+    stale = dirty.size > 0
     for r in range(n):
+        to = np.uint64(start + r * width)
         if rows[first + r]:
             base = np.uint64(r * width)
-            to = np.uint64(start) + base
             for k in range(w):
                 dst[to + k] = src[base + k]
+        elif stale and dirty[first + r]:
+            for k in range(w):
+                dst[to + k] = 0
 
 
 def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs compiled

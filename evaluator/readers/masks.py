@@ -235,7 +235,8 @@ class _VoxelPool:
     Fresh memory costs a page fault per 4 KiB page on first touch, which on a virtual machine
     can take longer than inflating the page's voxels; reused memory does not. A buffer comes
     back here when the last array over it is garbage collected, with the rows that were
-    written into it, and only those rows are zeroed before it is handed out again. The pool
+    written into it; the next mask writes its own nonzero rows and zeroes only the rest of
+    those (:func:`evaluator.metrics._compiled._store_rows`), in the same pass. The pool
     keeps at most :data:`POOL_BYTES` and lets everything go when a mask of another size is
     asked for, so that idle buffers never crowd out a larger mask under a memory limit.
     """
@@ -245,7 +246,9 @@ class _VoxelPool:
         self._lock = threading.Lock()
         self._free: list[tuple[mmap.mmap, NDArray[np.uint8], int]] = []
 
-    def take(self, nbytes: int) -> mmap.mmap:
+    def take(self, nbytes: int, row_bytes: int) -> tuple[mmap.mmap, NDArray[np.uint8]]:
+        """A buffer of ``nbytes`` and the rows (of ``row_bytes``) that may hold nonzero bytes
+        (empty when it is all zeros): whoever fills it writes every row or zeroes these."""
         from evaluator.metrics import _compiled
 
         with self._lock:
@@ -255,13 +258,17 @@ class _VoxelPool:
             entry = None if k is None else self._free.pop(k)
         if entry is None:
             try:
-                return mmap.mmap(-1, nbytes)  # zeroed by the kernel
+                return mmap.mmap(-1, nbytes), _CLEAN  # zeroed by the kernel
             except OSError:
                 raise MemoryError from None
-        buffer, rows, row_bytes = entry
+        buffer, dirty, dirty_bytes = entry
+        if dirty_bytes == row_bytes:
+            return buffer, dirty
         assert _compiled.clear_rows is not None
-        _compiled.clear_rows(np.frombuffer(buffer, dtype=np.uint8).reshape(-1, row_bytes), rows)
-        return buffer
+        voxels = np.frombuffer(buffer, dtype=np.uint8).reshape(-1, dirty_bytes)
+        _compiled.clear_rows(voxels, dirty)
+        del voxels
+        return buffer, _CLEAN
 
     def give(self, buffer: mmap.mmap, rows: NDArray[np.uint8], row_bytes: int) -> None:
         with self._lock:
@@ -270,6 +277,7 @@ class _VoxelPool:
                 self._free.append((buffer, rows, row_bytes))
 
 
+_CLEAN = np.zeros(0, dtype=np.uint8)
 #: idle voxel memory kept for the next masks (see :class:`_VoxelPool`)
 POOL_BYTES = 256 << 20
 _POOL = _VoxelPool(POOL_BYTES)
@@ -286,7 +294,7 @@ def _inflate_rows(
 
     if _compiled.store_rows is None or row_bytes <= 0 or nbytes % row_bytes:
         return None
-    buffer = _POOL.take(nbytes)
+    buffer, dirty = _POOL.take(nbytes, row_bytes)
     voxels = np.frombuffer(buffer, dtype=np.uint8)
     rows = np.zeros(nbytes // row_bytes, dtype=np.uint8)
     step = row_bytes * max(1, STREAM_BYTES // row_bytes)
@@ -294,7 +302,7 @@ def _inflate_rows(
     # on an error the buffer is simply dropped: the traceback may still hold the array
     store = _compiled.store_rows
     for chunk in _inflate_steps(data, skip, nbytes, step):
-        store(np.frombuffer(chunk, dtype=np.uint8), voxels, rows, pos, row_bytes)
+        store(np.frombuffer(chunk, dtype=np.uint8), voxels, rows, dirty, pos, row_bytes)
         pos += len(chunk)
         del chunk  # freed before the next step is inflated, so that its memory is reused
     weakref.finalize(voxels, _POOL.give, buffer, rows, row_bytes)
