@@ -257,7 +257,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
         for metrics, label in ((None, "all 8 metrics"), (overlap, "overlap metrics only")):
             for workers in (1, os.cpu_count() or 1):
                 opts = ScoreOptions(workers=workers, bootstrap=1000, metrics=metrics)
-                t, rep = best_of(lambda o=opts: score_fresh(o), 3)
+                t, rep = best_of(lambda o=opts: score_fresh(o), 5)
                 ratio = t / t_dec
                 row(
                     f"score(), {label}, {workers} thread(s)",
@@ -279,7 +279,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
             try:
                 for workers in (1, os.cpu_count() or 1):
                     opts = ScoreOptions(workers=workers, bootstrap=1000)
-                    t, _rep = best_of(lambda o=opts: score_fresh(o), 3)
+                    t, _rep = best_of(lambda o=opts: score_fresh(o), 5)
                     row(
                         f"score(), all 8 metrics, {workers} thread(s), zlib inflater",
                         t,
