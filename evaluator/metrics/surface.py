@@ -140,6 +140,17 @@ def summarize(
     return MaskSummary(int(stats[0]), int(stats[1]), box, rows, spans, transposed, mask.ndim)
 
 
+def _describes(summary: MaskSummary, view: NDArray[Any], transposed: bool) -> bool:
+    """Whether ``summary`` can be of the C-ordered ``view`` (the compiled loops index by it
+    without bounds checks, so a summary of another shape must never reach them)."""
+    return (
+        summary.transposed == transposed
+        and summary.ndim == view.ndim
+        and summary.rows.shape == _as_3d(view).shape[:2]
+        and summary.spans.shape == (*summary.rows.shape, 2)
+    )
+
+
 def overlap_count(a: NDArray[Any], b: NDArray[Any], sa: MaskSummary, sb: MaskSummary) -> int | None:
     """Voxels nonzero in both of two 0/1 one-byte masks of the same shape and layout, reading
     only rows nonzero in both; ``None`` when the summaries do not fit that."""
@@ -150,8 +161,8 @@ def overlap_count(a: NDArray[Any], b: NDArray[Any], sa: MaskSummary, sb: MaskSum
         _compiled.overlap is None
         or va is None
         or vb is None
-        or va[1] != sa.transposed
-        or vb[1] != sb.transposed
+        or not _describes(sa, va[0], va[1])
+        or not _describes(sb, vb[0], vb[1])
         or sa.max > 1
         or sb.max > 1
     ):
@@ -483,9 +494,10 @@ def _summary_of(
     """A summary of ``mask`` whose rows run along the axis the distance passes will use (the
     one given, else one computed now), or ``None`` when none fits."""
     got = given if given is not None else summarize(mask)
-    if got is None or got.transposed != transpose or got.ndim != mask.ndim:
+    if got is None:
         return None
-    return got
+    view = mask.T if transpose else mask
+    return got if _describes(got, view, transpose) else None
 
 
 _helper: tuple[int, ThreadPoolExecutor] | None = None

@@ -460,3 +460,26 @@ def test_percentile_95_is_numpys_bit_for_bit():
                 o = rng.integers(-6, 7, (n, 3)) * np.array([0.8, 0.8, 2.0])
                 d = np.sqrt((o**2).sum(axis=1))
             assert percentile_95(d) == np.percentile(d, 95), (n, kind)
+
+
+def test_a_summary_of_another_mask_is_never_used():
+    """The compiled loops index by a summary's rows without bounds checks: a summary of another
+    shape or layout is ignored, and the values are those computed from the arrays alone."""
+    from evaluator.metrics.segmentation import case_metrics_and_counts
+    from evaluator.metrics.surface import summarize
+
+    rng = np.random.default_rng(8)
+    ref, pred = random_blob_pair(rng, (14, 11, 9))
+    ref, pred = ref.astype(np.uint8), pred.astype(np.uint8)
+    alone = metrics_of(ref, pred, spacing=(1.0, 0.7, 2.0))
+    others = [
+        summarize(np.ones((30, 30, 30), np.uint8)),
+        summarize(np.asfortranarray(ref)),  # the same voxels, rows along the other axis
+        summarize(np.ones((14, 11), np.uint8)),
+    ]
+    for other in others:
+        got, counts = case_metrics_and_counts(
+            ref, pred, (1.0, 0.7, 2.0), max_label=1, summaries=(other, other)
+        )
+        assert got[1] == pytest.approx(alone, nan_ok=True, abs=1e-12)
+        assert counts[1].tp == np.count_nonzero(ref & pred)
