@@ -41,7 +41,13 @@ from evaluator.metrics.segmentation import (
     empty_label_metrics,
 )
 from evaluator.readers.isolated import DecodeLimits, Decoder, decode_table_isolated
-from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
+from evaluator.readers.masks import (
+    Grid,
+    Mask,
+    MaskDecodeError,
+    decode_mask,
+    reused_voxel_memory,
+)
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
 from evaluator.readers.sources import CaseFile, CaseFiles, list_case_files
 from evaluator.stats.intervals import (
@@ -513,6 +519,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
         if m not in SEGMENTATION_METRICS:
             raise ValueError(f"unknown segmentation metric {m!r}")
     with (
+        reused_voxel_memory(),
         list_case_files(reference, role="reference", limits=options.limits) as refs,
         _PredictionMasks(predictions, options) as preds,
     ):

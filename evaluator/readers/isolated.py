@@ -46,7 +46,13 @@ import numpy as np
 
 from evaluator.errors import EvaluatorInputError, InvalidSubmission, one_line
 from evaluator.metrics.surface import MaskSummary
-from evaluator.readers.masks import Grid, Mask, MaskDecodeError, decode_mask
+from evaluator.readers.masks import (
+    Grid,
+    Mask,
+    MaskDecodeError,
+    decode_mask,
+    reused_voxel_memory,
+)
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
 from evaluator.readers.sources import MASK_EXTENSIONS, case_of
 
@@ -540,47 +546,52 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                 "isolation": applied,
             },
         )
-        while True:
-            request = json.loads(conn.recv_bytes(_HEADER_MAX))
-            if request.get("stop"):
-                return
-            case = str(request["case"])
-            expected = tuple(int(n) for n in request["shape"]) if request.get("shape") else None
-            f = files[case]
-            try:
-                mask = decode_mask(
-                    f.read(_file_bound(expected, limits.zip_limits.max_member_bytes)),
-                    f.extension,
-                    max_voxel_bytes=limits.zip_limits.max_member_bytes,
-                    expected_shape=expected,
+        with reused_voxel_memory():  # one mask's memory serves the next
+            while True:
+                request = json.loads(conn.recv_bytes(_HEADER_MAX))
+                if request.get("stop"):
+                    return
+                case = str(request["case"])
+                expected = tuple(int(n) for n in request["shape"]) if request.get("shape") else None
+                f = files[case]
+                try:
+                    mask = decode_mask(
+                        f.read(_file_bound(expected, limits.zip_limits.max_member_bytes)),
+                        f.extension,
+                        max_voxel_bytes=limits.zip_limits.max_member_bytes,
+                        expected_shape=expected,
+                    )
+                except MaskDecodeError as exc:
+                    _send(
+                        conn,
+                        {"ok": False, "problem": exc.problem(), "file": f.display, "case": case},
+                    )
+                    continue
+                except Exception as exc:
+                    _send(conn, {**_error_header(exc, case), "file": f.display})
+                    continue
+                # a Fortran-ordered array (NIfTI) goes as its transpose's bytes, without a copy
+                order = (
+                    "F"
+                    if mask.data.flags.f_contiguous and not mask.data.flags.c_contiguous
+                    else "C"
                 )
-            except MaskDecodeError as exc:
+                data = mask.data.T if order == "F" else np.ascontiguousarray(mask.data)
+                g = mask.grid
                 _send(
-                    conn, {"ok": False, "problem": exc.problem(), "file": f.display, "case": case}
+                    conn,
+                    {
+                        "ok": True,
+                        "dtype": data.dtype.str,
+                        "shape": list(mask.data.shape),
+                        "order": order,
+                        "spacing": list(g.spacing) if g.spacing is not None else None,
+                        "affine": g.affine.tolist() if g.affine is not None else None,
+                        "space": g.space,
+                    },
+                    data.data.cast("B"),
                 )
-                continue
-            except Exception as exc:
-                _send(conn, {**_error_header(exc, case), "file": f.display})
-                continue
-            # a Fortran-ordered array (NIfTI) goes as its transpose's bytes, without a copy
-            order = (
-                "F" if mask.data.flags.f_contiguous and not mask.data.flags.c_contiguous else "C"
-            )
-            data = mask.data.T if order == "F" else np.ascontiguousarray(mask.data)
-            g = mask.grid
-            _send(
-                conn,
-                {
-                    "ok": True,
-                    "dtype": data.dtype.str,
-                    "shape": list(mask.data.shape),
-                    "order": order,
-                    "spacing": list(g.spacing) if g.spacing is not None else None,
-                    "affine": g.affine.tolist() if g.affine is not None else None,
-                    "space": g.space,
-                },
-                data.data.cast("B"),
-            )
+                del mask, data  # its memory goes back for the next case
     except EOFError:
         return
     except BaseException as exc:  # everything the child meets is the participant's file's doing

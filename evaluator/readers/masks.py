@@ -14,6 +14,7 @@ size limits below hold with either. :data:`DECOMPRESSOR` names the one in use.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -39,6 +40,7 @@ __all__ = [
     "ShapeMismatch",
     "decode_mask",
     "gunzip",
+    "reused_voxel_memory",
 ]
 
 
@@ -245,6 +247,21 @@ class _VoxelPool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._free: list[tuple[mmap.mmap, NDArray[np.uint8], int]] = []
+        self._users = 0
+
+    @contextlib.contextmanager
+    def reuse(self) -> Iterator[None]:
+        """Keep memory for reuse while the block runs (a submission's masks); when the last
+        such block ends, every idle buffer is let go, so nothing is held between runs."""
+        with self._lock:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._free.clear()
 
     def take(self, nbytes: int, row_bytes: int) -> tuple[mmap.mmap, NDArray[np.uint8]]:
         """A buffer of ``nbytes`` and the rows (of ``row_bytes``) that may hold nonzero bytes
@@ -273,7 +290,7 @@ class _VoxelPool:
     def give(self, buffer: mmap.mmap, rows: NDArray[np.uint8], row_bytes: int) -> None:
         with self._lock:
             held = sum(len(b) for b, _r, _w in self._free)
-            if held + len(buffer) <= self.max_bytes:
+            if self._users and held + len(buffer) <= self.max_bytes:
                 self._free.append((buffer, rows, row_bytes))
 
 
@@ -281,6 +298,12 @@ _CLEAN = np.zeros(0, dtype=np.uint8)
 #: idle voxel memory kept for the next masks (see :class:`_VoxelPool`)
 POOL_BYTES = 256 << 20
 _POOL = _VoxelPool(POOL_BYTES)
+
+
+def reused_voxel_memory() -> contextlib.AbstractContextManager[None]:
+    """While this block runs, the memory of one-byte NIfTI masks that are no longer used is
+    kept for the next ones (see :class:`_VoxelPool`); it is all let go when the block ends."""
+    return _POOL.reuse()
 
 
 def _inflate_rows(

@@ -85,26 +85,34 @@ def test_a_reused_buffer_holds_nothing_of_the_mask_before(monkeypatch):
         blobs(shape, 7),
     ]
     reused = 0
-    for data in sequence:
-        free_before = len(masks._POOL._free)
-        mask = decode_mask(nifti_bytes(data), ".nii.gz")
-        reused += len(masks._POOL._free) < free_before
-        assert np.array_equal(mask.data, data)
-        assert mask.summary is not None and mask.summary.count == np.count_nonzero(data)
-        del mask
-        gc.collect()
-    assert reused >= len(sequence) - 1  # the pool was used, not only fresh memory
+    with masks.reused_voxel_memory():
+        for data in sequence:
+            free_before = len(masks._POOL._free)
+            mask = decode_mask(nifti_bytes(data), ".nii.gz")
+            reused += len(masks._POOL._free) < free_before
+            assert np.array_equal(mask.data, data)
+            assert mask.summary is not None and mask.summary.count == np.count_nonzero(data)
+            del mask
+            gc.collect()
+        assert masks._POOL._free  # a buffer waits for the next mask
+    assert reused >= len(sequence) - 2  # the pool was used, not only fresh memory
+    assert not masks._POOL._free  # nothing is held once the block ends
+    decode_mask(nifti_bytes(sequence[1]), ".nii.gz")
+    gc.collect()
+    assert not masks._POOL._free  # nor by a decode outside any block
 
 
 def test_a_mask_still_in_use_keeps_its_memory():
     first = blobs((20, 20, 10), 8, p=0.4)
-    kept = decode_mask(nifti_bytes(first), ".nii.gz")
-    view = kept.data[2:5]  # a view keeps the memory too
-    del kept
-    gc.collect()
-    for seed in range(4):
-        decode_mask(nifti_bytes(blobs((20, 20, 10), 9 + seed, p=0.6)), ".nii.gz")
-    assert np.array_equal(view, first[2:5])
+    with masks.reused_voxel_memory():
+        kept = decode_mask(nifti_bytes(first), ".nii.gz")
+        view = kept.data[2:5]  # a view keeps the memory too
+        del kept
+        gc.collect()
+        for seed in range(4):
+            decode_mask(nifti_bytes(blobs((20, 20, 10), 9 + seed, p=0.6)), ".nii.gz")
+            gc.collect()
+        assert np.array_equal(view, first[2:5])
 
 
 def test_gzip_members_that_end_inside_a_step(monkeypatch, inflater):
