@@ -1,15 +1,18 @@
 """Decoding one mask file (NIfTI, NRRD, PNG, NumPy) into an integer label array and its grid.
 
-NIfTI is decoded without nibabel's file machinery: the gzip stream is inflated in one call into
-a buffer of exactly the size the file's own header declares (checked against the limits first),
-the header is parsed by nibabel's header class, and the voxels are a zero-copy
-``numpy.frombuffer`` view. That keeps reading a mask within a few percent of the time the
-inflater takes.
+NIfTI is decoded without nibabel's file machinery: the header is parsed by nibabel's header
+class (once per distinct header), its declared size is checked against the limits, and the gzip
+stream is inflated never past that size. A one-byte mask (the usual case) is inflated in steps
+into reused, zeroed memory, writing only the rows that hold a voxel and noting which they are
+while each step is in the processor's cache (:func:`_inflate_rows`); that note starts the
+mask's :class:`~evaluator.metrics.surface.MaskSummary`, so scoring a binary case reads no mask
+in full again. Other types are inflated in one call into a buffer of exactly the declared size
+and viewed with ``numpy.frombuffer``.
 
-The inflater is ISA-L's (``isal.isal_zlib``, the python-isal package; two to three times faster
-than zlib on masks) when it is installed, else the standard library's ``zlib``: both have the same
-``decompressobj`` API, release the GIL while inflating and honour ``max_length`` exactly, so the
-size limits below hold with either. :data:`DECOMPRESSOR` names the one in use.
+The inflater is ISA-L's (the python-isal package; two to three times faster than zlib on masks)
+when it is installed, else the standard library's ``zlib``: both release the GIL while inflating
+and honour ``max_length`` exactly, so the size limits below hold with either.
+:data:`DECOMPRESSOR` names the one in use.
 """
 
 from __future__ import annotations
@@ -239,8 +242,10 @@ class _VoxelPool:
     back here when the last array over it is garbage collected, with the rows that were
     written into it; the next mask writes its own nonzero rows and zeroes only the rest of
     those (:func:`evaluator.metrics._compiled._store_rows`), in the same pass. The pool
-    keeps at most :data:`POOL_BYTES` and lets everything go when a mask of another size is
-    asked for, so that idle buffers never crowd out a larger mask under a memory limit.
+    keeps at most :data:`POOL_BYTES`, only while a :meth:`reuse` block runs (one submission
+    being scored, or a decoding child serving one), and lets everything go when a mask of
+    another size is asked for, so that idle buffers never crowd out a larger mask under a
+    memory limit.
     """
 
     def __init__(self, max_bytes: int):
