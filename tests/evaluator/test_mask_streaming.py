@@ -151,3 +151,32 @@ def test_rescaled_voxels_get_no_stale_rows():
     mask = decode_mask(gzip.compress(img.to_bytes()), ".nii.gz")
     assert np.array_equal(mask.data, data * 2)
     assert mask.max == 2
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".npy"])
+def test_the_locked_down_child_hands_over_the_same_voxels(tmp_path, ext):
+    """The decoding child sends a Fortran-ordered mask as its transpose's bytes; what the
+    parent scores is the very mask decoded in-process, axis for axis (asymmetric masks, so a
+    mixed-up axis order would change every distance)."""
+    from evaluator import ScoreOptions, score
+    from evaluator.readers.isolated import DecodeLimits
+    from evaluator.synthetic import mask_pair, write_nifti
+
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    for i in range(3):
+        ref, pred = mask_pair((37, 29, 13), seed=i, size=0.3)
+        write_nifti(ref_dir / f"c{i}.nii.gz", ref.astype(np.uint8), (0.8, 0.9, 2.0))
+        if ext == ".npy":
+            np.save(pred_dir / f"c{i}.npy", pred.astype(np.uint8))
+        else:
+            write_nifti(pred_dir / f"c{i}.nii.gz", pred.astype(np.uint8), (0.8, 0.9, 2.0))
+    iso = DecodeLimits(memory_bytes=512 << 20, cpu_seconds=20, wall_seconds=20.0)
+    here = score("segmentation", ref_dir, pred_dir, options=ScoreOptions(bootstrap=0))
+    there = score(
+        "segmentation", ref_dir, pred_dir, options=ScoreOptions(bootstrap=0, isolation=iso)
+    )
+    assert there.meta["decoding"] != here.meta["decoding"]
+    assert there.cases == here.cases
+    assert here.cases["c0"]["hd95"] > 0
