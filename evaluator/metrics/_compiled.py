@@ -1,11 +1,15 @@
-"""Compiled inner loops of the surface-distance metrics (Numba), when Numba is installed.
+"""Compiled inner loops of mask reading and the segmentation metrics (Numba), when installed.
 
-Three loops: a mask's bounding box, its surface voxels inside that box, and the search of each
-surface voxel's nearest voxel on the other surface. The platform installs Numba
-(``requirements.txt``); the ``scanbench`` client does not need it (``pip install
-'scanbench[fast]'`` adds it). Without it, :mod:`evaluator.metrics.surface` runs NumPy twins of
-the same loops, with the same results, several times slower. ``SCANBENCH_NO_COMPILED=1`` forces
-that path; the tests compare the two.
+The loops: storing an inflated step's nonzero rows and noting them (:func:`_store_rows`,
+:func:`_clear_rows`); one read of a mask for its rows, counts, maximum, box and row spans
+(:func:`_row_bits`, :func:`_summary`); the true positives of two masks from their rows
+(:func:`_overlap`); surface voxels, from a mask's box (:func:`_surface_in_box`) or from its
+rows (:func:`_surface_in_rows`); the search of each surface voxel's nearest voxel on the other
+surface within a ball (:func:`_nearest_in_ball`) and beyond it (:func:`_nearest_far`). The
+platform installs Numba (``requirements.txt``); the ``scanbench`` client does not need it
+(``pip install 'scanbench[fast]'`` adds it). Without it, the readers and
+:mod:`evaluator.metrics.surface` take NumPy paths with the same results, several times slower.
+``SCANBENCH_NO_COMPILED=1`` forces those paths; the tests compare the two.
 
 Every loop works on 3-D arrays; a 2-D mask is given a leading axis of length 1. Compiled code is
 cached on disk next to this file, or under ``NUMBA_CACHE_DIR``; where neither is writable it is
@@ -29,7 +33,6 @@ __all__ = [
     "nearest_in_ball",
     "overlap",
     "row_bits",
-    "row_bits_bytes",
     "store_rows",
     "summary",
     "surface_in_box",
@@ -112,33 +115,16 @@ def _surface_in_box(mask: Any, box: Any, planar: bool) -> Any:  # pragma: no cov
     return surf, idx
 
 
-def _row_bits(words: Any) -> Any:  # pragma: no cover - runs compiled
-    """The OR of each row's bytes of a 3-D one-byte mask, read as 8-byte words (the last axis
-    a multiple of 8 bytes): one vectorized OR reduction per row, then a fold of the word."""
-    n0, n1, n2 = words.shape
-    rows = np.zeros((n0, n1), dtype=np.uint8)
-    for i in range(n0):
-        for j in range(n1):
-            row = words[i, j]
-            acc = np.uint64(0)
-            for k in range(n2):
-                acc |= row[k]
-            acc |= acc >> np.uint64(32)
-            acc |= acc >> np.uint64(16)
-            acc |= acc >> np.uint64(8)
-            rows[i, j] = acc & np.uint64(0xFF)
-    return rows
-
-
-def _row_bits_bytes(mask: Any) -> Any:  # pragma: no cover - runs compiled
-    """:func:`_row_bits` for rows of any length, byte by byte."""
+def _row_bits(mask: Any) -> Any:  # pragma: no cover - runs compiled
+    """The OR of each row's bytes of a 3-D one-byte mask: one OR reduction per row, indexed
+    with unsigned integers so that it vectorizes."""
     n0, n1, n2 = mask.shape
     rows = np.zeros((n0, n1), dtype=np.uint8)
     for i in range(n0):
         for j in range(n1):
             row = mask[i, j]
             acc = np.uint8(0)
-            for k in range(n2):
+            for k in range(np.uint64(n2)):
                 acc |= row[k]
             rows[i, j] = acc
     return rows
@@ -499,7 +485,6 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any] | None:
 
 bounding_box = _compile(_bounding_box)
 row_bits = _compile(_row_bits)
-row_bits_bytes = _compile(_row_bits_bytes)
 summary = _compile(_summary)
 store_rows = _compile(_store_rows)
 clear_rows = _compile(_clear_rows)

@@ -108,7 +108,6 @@ def summarize(
     if (
         _compiled.summary is None
         or _compiled.row_bits is None
-        or _compiled.row_bits_bytes is None
         or mask.ndim not in (2, 3)
         or mask.dtype.itemsize != 1
         or mask.dtype.kind not in "bu"
@@ -128,10 +127,8 @@ def summarize(
     n_rows = bytes3.shape[0] * bytes3.shape[1]
     if fortran_rows is not None and transposed and fortran_rows.size == n_rows:
         rows = fortran_rows.reshape(bytes3.shape[:2])
-    elif words.shape[2]:
-        rows = _compiled.row_bits(words)
     else:
-        rows = _compiled.row_bits_bytes(bytes3)
+        rows = _compiled.row_bits(bytes3)
     stats, spans = _compiled.summary(bytes3, words, rows)
     box = None
     if stats[2] >= 0:

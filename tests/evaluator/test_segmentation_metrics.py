@@ -149,7 +149,6 @@ COMPILED_LOOPS = (
     "nearest_in_ball",
     "overlap",
     "row_bits",
-    "row_bits_bytes",
     "summary",
     "surface_in_box",
     "surface_in_rows",
@@ -379,7 +378,7 @@ def test_one_read_summary_gives_numpys_count_maximum_box_and_rows(order, ndim):
     rng = np.random.default_rng(40 + ndim)
     for trial in range(30):
         shape = tuple(int(n) for n in rng.integers(1, 26, ndim))
-        if trial < 2:  # rows read 8 bytes at a time, and byte by byte
+        if trial < 2:  # rows whose spans are found 8 bytes at a time, and byte by byte
             shape = (16 if trial == 0 else 13,) * ndim
         labels = 1 if trial % 3 else int(rng.integers(2, 255))
         m = np.where(rng.random(shape) < rng.choice([0.0, 0.002, 0.05, 0.6]), labels, 0)
