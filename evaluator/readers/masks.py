@@ -230,7 +230,9 @@ def _stream_decompressor() -> Any:
     if DECOMPRESSOR == "isal" and _INFLATER is not zlib:
         from isal import igzip_lib
 
-        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+        factory = getattr(igzip_lib, "IgzipDecompressor", None)  # python-isal 1.0 and later
+        if factory is not None:
+            return factory(flag=igzip_lib.DECOMP_GZIP)
     return _decompressobj()
 
 
@@ -250,7 +252,9 @@ class _VoxelPool:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        # re-entrant: a buffer can come back (a garbage-collected array's finalizer) on the
+        # thread that holds the lock, if collection runs inside take()
+        self._lock = threading.RLock()
         self._free: list[tuple[mmap.mmap, NDArray[np.uint8], int]] = []
         self._users = 0
 
