@@ -156,8 +156,8 @@ _table_cache: dict[tuple[Any, ...], Any] = {}
 _SHA_CACHE_SIZE = 4096
 
 
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
-    if len(cache) >= (_SHA_CACHE_SIZE if cache is _sha_cache else _CACHE_SIZE):
+def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_SIZE) -> Any:
+    if len(cache) >= limit:
         cache.pop(next(iter(cache)))
     cache[key] = value
     return value
@@ -169,7 +169,7 @@ def _sha256_path(path: Path) -> str:
     if key is not None and key in _sha_cache:
         return _sha_cache[key]
     if key is not None:
-        return str(_remember(_sha_cache, key, _sha256_file(path)))
+        return str(_remember(_sha_cache, key, _sha256_file(path), _SHA_CACHE_SIZE))
     return _sha256_tree(path)
 
 
@@ -202,7 +202,7 @@ def _sha256_tree(path: Path) -> str:
     for _parts, rel, key in sorted(files, key=lambda f: f[0]):
         digest = _sha_cache.get(key)
         if digest is None:
-            digest = str(_remember(_sha_cache, key, _sha256_file(Path(key[0]))))
+            digest = str(_remember(_sha_cache, key, _sha256_file(Path(key[0])), _SHA_CACHE_SIZE))
         manifest.update(rel.encode() + b"\0")
         manifest.update(digest.encode() + b"\n")
     return manifest.hexdigest()

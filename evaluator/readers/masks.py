@@ -153,27 +153,8 @@ def _inflate_exact(data: bytes, needed: int, max_bytes: int) -> bytes:
     """
     if needed > max_bytes:
         raise MaskDecodeError(f"declared data size {needed} bytes is over the limit {max_bytes}")
-    out: list[bytes] = []
-    total = 0
-    rest = data
-    while rest and total < needed:
-        if not rest.startswith(b"\x1f\x8b"):
-            raise MaskDecodeError("not gzip data")
-        d = _decompressobj()
-        try:
-            chunk = d.decompress(rest, needed - total)
-        except _inflate_errors() as exc:
-            raise MaskDecodeError(f"corrupt gzip data ({exc})") from exc
-        total += len(chunk)
-        out.append(chunk)
-        if total >= needed:
-            break
-        if not d.eof:
-            raise MaskDecodeError("truncated gzip data")
-        rest = d.unused_data
-    if total < needed:
-        raise MaskDecodeError(f"truncated voxel data ({total} of {needed} bytes present)")
-    return out[0] if len(out) == 1 else b"".join(out)
+    pieces = list(_inflate_steps(data, 0, needed, max(needed, 1)))
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 #: voxel bytes inflated per step when a one-byte NIfTI is streamed: the step stays in the core's
@@ -183,9 +164,10 @@ STREAM_BYTES = 1 << 20
 
 def _inflate_steps(data: bytes, skip: int, needed: int, step: int) -> Iterator[bytes]:
     """The ``needed`` bytes after the first ``skip`` bytes of a (possibly multi-member) gzip
-    stream, in pieces of exactly ``step`` bytes (the last one shorter), never inflating more;
-    the same errors as :func:`_inflate_exact`."""
-    rest, total, pending = data, 0, b""
+    stream, in pieces of exactly ``step`` bytes (the last one shorter), never inflating more.
+    Errors: not gzip data, corrupt or truncated gzip data, truncated voxel data."""
+    rest, total = data, 0
+    parts: list[bytes] = []  # of the step being filled, when gzip members end inside it
     want = skip + needed
     while rest and total < want:
         if not rest.startswith(b"\x1f\x8b"):
@@ -203,15 +185,16 @@ def _inflate_steps(data: bytes, skip: int, needed: int, step: int) -> Iterator[b
             produced = len(chunk)
             total += produced
             if total > skip and produced:
-                if total - produced < skip:
-                    chunk = chunk[skip - (total - produced) :]
-                if pending:
-                    chunk, pending = pending + chunk, b""
-                if (total - skip) % step and total < want:
-                    pending = chunk  # a member ended inside a step: join it with the next one
-                else:
-                    yield chunk
-                    del chunk  # as the caller drops it, before the next step is inflated
+                parts.append(
+                    chunk if total - produced >= skip else chunk[skip - total + produced :]
+                )
+                del chunk  # freed with the piece, before the next step is inflated
+                if (total - skip) % step == 0 or total >= want:
+                    # joined once per step: many tiny members cost linear time, not quadratic
+                    piece = parts[0] if len(parts) == 1 else b"".join(parts)
+                    parts = []
+                    yield piece
+                    del piece
             if d.eof or not produced:
                 break
         if total >= want:

@@ -180,3 +180,15 @@ def test_the_locked_down_child_hands_over_the_same_voxels(tmp_path, ext):
     assert there.meta["decoding"] != here.meta["decoding"]
     assert there.cases == here.cases
     assert here.cases["c0"]["hd95"] > 0
+
+
+def test_a_file_of_many_tiny_gzip_members(monkeypatch, inflater):
+    """One gzip member per few bytes: the pieces of a step are joined once, and the voxels are
+    those of the file (the one-call reader of other types goes the same way)."""
+    monkeypatch.setattr(masks, "STREAM_BYTES", 1000)
+    data = blobs((20, 10, 6), 13, p=0.3, top=2)
+    raw = nifti_bytes(data, compress=False)
+    cuts = [0, 600, *range(603, len(raw), 7), len(raw)]
+    multi = b"".join(gzip.compress(raw[a:b]) for a, b in itertools.pairwise(cuts))
+    assert np.array_equal(decode_mask(multi, ".nii.gz").data, data)
+    assert masks._inflate_exact(multi, len(raw), len(raw)) == raw
