@@ -19,6 +19,23 @@ app = Celery("scanbench")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+
+def _connections_between_tasks(**kwargs: Any) -> None:
+    """``task_prerun``/``task_postrun``: what Django does around each request. A connection
+    older than ``CONN_MAX_AGE``, or left unusable by an error (the database restarted), is
+    closed; a kept one is checked (``CONN_HEALTH_CHECKS``) before its next query. Celery's own
+    fix-up would close every connection around every task (``CELERY_DB_REUSE_MAX`` in
+    config/settings.py); eager tasks run inside a request, which has its own cycle."""
+    task = kwargs.get("task") or kwargs.get("sender")
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+signals.task_prerun.connect(_connections_between_tasks, weak=False)
+signals.task_postrun.connect(_connections_between_tasks, weak=False)
 signals.task_prerun.connect(task_log_context_open, weak=False)
 signals.task_postrun.connect(task_log_context_close, weak=False)
 

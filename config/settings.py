@@ -180,6 +180,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# Celery's Django fix-up closes every database connection before and after each task, so each
+# task paid for a new PostgreSQL connection (a backend process started, authenticated and its
+# caches filled). With this, it closes them only every this many tasks; between tasks the
+# worker applies Django's own rule instead (config/celery.py): a connection is closed when it
+# is older than CONN_MAX_AGE or unusable after an error, and checked before its next use.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # --- Scanbench ----------------------------------------------------------------------------------
 # Largest accepted upload and largest uncompressed size of any zip the platform opens.

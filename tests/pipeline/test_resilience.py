@@ -121,3 +121,45 @@ def test_redis_restarted_with_submissions_queued_loses_none(start_worker, tmp_pa
         evaluation = _done(submission)
         assert evaluation.state == "succeeded", evaluation.message
     assert Result.objects.filter(evaluation__submission__phase=phase).count() == 6
+
+
+def _other_backends() -> dict[int, object]:
+    """PostgreSQL backends on the test database other than this test's own (pid ->
+    backend_start): the worker's, as nothing else connects to it here."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return dict(cursor.fetchall())
+
+
+def test_worker_keeps_its_database_connection_between_tasks_and_survives_losing_it(
+    start_worker, tmp_path
+):
+    """A worker reuses its PostgreSQL connection from task to task (no new backend per task),
+    and a connection the database dropped in between is replaced before the next task uses it:
+    that task succeeds at its first delivery."""
+    phase, preds = classification_phase(tmp_path)
+    start_worker(queues="cpu", extra_env={"CONN_MAX_AGE": "60"})
+    assert _done(_submit(phase, preds)).state == "succeeded"
+    first = wait_for(lambda: _other_backends() or None)
+    for _ in range(3):
+        assert _done(_submit(phase, preds)).state == "succeeded"
+    time.sleep(0.5)  # the leaderboard task of the last one
+    kept = _other_backends()
+    assert kept == first  # the same backends, started once, served every later task
+
+    # the database drops the worker's connections, as a restart of PostgreSQL would
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(kept)]
+        )
+    evaluation = _done(_submit(phase, preds))
+    assert evaluation.state == "succeeded", evaluation.message
+    assert evaluation.deliveries == 1  # no failure and no second delivery
+    assert not set(_other_backends()) & set(kept)
