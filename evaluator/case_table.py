@@ -50,7 +50,9 @@ class CaseTable(Mapping[str, dict[str, float | None]]):
     __slots__ = ("_columns", "_ids", "_index")
 
     def __init__(self, ids: Sequence[str], columns: Mapping[str, Any]) -> None:
-        self._ids: list[str] = [str(i) for i in ids]
+        self._ids: list[str] = list(ids)
+        if set(map(type, self._ids)) - {str}:  # one pass in C when they are strings already
+            self._ids = [str(i) for i in self._ids]
         self._columns: dict[str, FloatArray] = {}
         for name, values in columns.items():
             arr = np.array(values, dtype=np.float64)  # a copy: the table owns its columns

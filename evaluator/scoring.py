@@ -739,13 +739,30 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         if pred_key[1] is not None:
             _remember(_table_cache, pred_key, (pred, pred_display, decoding))
 
-    missing = set(_check_ids(ref.case_ids, pred.case_ids, pred_display, options.on_missing))
-    scored = _scored_ids(ref.case_ids, options.case_ids)
-    ref_index, pred_index = ref.index, pred.index
+    # The same checks and order as _check_ids and _scored_ids, on arrays: what depends only on
+    # the reference and the part's ids is worked out once per phase, not per submission.
+    pred_row_of_ref, unknown = pred.rows_in(ref)
+    if unknown:
+        raise InvalidSubmission(
+            f"{len(unknown)} unknown case id(s) not in the test set: {_listing(unknown)}",
+            file=pred_display,
+            case=unknown[0],
+        )
+    n_missing = int(np.count_nonzero(pred_row_of_ref < 0))
+    if n_missing and options.on_missing == "error":
+        missing_all = sorted(np.asarray(ref.case_ids, dtype=object)[pred_row_of_ref < 0].tolist())
+        raise InvalidSubmission(
+            f"{len(missing_all)} case(s) missing from the predictions: {_listing(missing_all)}",
+            file=pred_display,
+            case=missing_all[0],
+        )
+    ref_pos, scored, absent_ids = ref.rows_of(options.case_ids)
+    if absent_ids:
+        raise InvalidReference(f"case_ids not in the reference: {_listing(absent_ids)}")
     k = len(ref.classes)
     n = len(scored)
-    ref_pos = np.fromiter((ref_index[c] for c in scored), dtype=np.intp, count=n)
-    pred_pos = np.fromiter((pred_index.get(c, -1) for c in scored), dtype=np.intp, count=n)
+    pred_pos = pred_row_of_ref[ref_pos]
+    missing_here = [scored[i] for i in np.flatnonzero(pred_pos < 0).tolist()]
     y = np.asarray(ref.labels, dtype=np.int64)[ref_pos]
     absent = pred_pos < 0
     if len(pred.case_ids):
@@ -858,8 +875,8 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             "prevalence": {
                 str(c): (float(np.mean(y == c)) if len(y) else None) for c in ref.classes
             },
-            "missing_cases": sorted(missing & set(scored)),
-            "worst_filled": {"*": len(missing & set(scored))} if missing else {},
+            "missing_cases": missing_here,  # in id order already
+            "worst_filled": {"*": len(missing_here)} if n_missing else {},
             "n_in_mean": {"*": len(scored)},
             "undefined": undefined_reason,
             "intervals": intervals,

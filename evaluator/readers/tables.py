@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,48 @@ class ClassificationReference:
         """Row of each case id (built once: both leaderboard parts use it)."""
         return {c: i for i, c in enumerate(self.case_ids)}
 
+    @cached_property
+    def _id_order(self) -> tuple[NDArray[np.intp], NDArray[np.object_]]:
+        """Each row's place among the ids in Python's string order, and the ids as an array."""
+        order = sorted(range(len(self.case_ids)), key=self.case_ids.__getitem__)
+        places = np.empty(len(order), dtype=np.intp)
+        places[np.asarray(order, dtype=np.intp)] = np.arange(len(order), dtype=np.intp)
+        ids = np.empty(len(order), dtype=object)
+        ids[:] = self.case_ids
+        return places, ids
+
+    def rows_of(
+        self, case_ids: Sequence[Any] | None
+    ) -> tuple[NDArray[np.intp], list[str], list[str]]:
+        """The rows of ``case_ids`` (all when None; each id once, as a string) in id order, those
+        ids, and the ids that are not in this reference (sorted).
+
+        The answer for an id list is remembered (the last eight lists), because every
+        submission of a phase scores the same leaderboard parts; only sorting integers and
+        one dictionary lookup per id are left for a list seen the first time."""
+        key = None if case_ids is None else tuple(case_ids)
+        memo: dict[tuple[Any, ...] | None, Any] = self.__dict__.setdefault("_rows_memo", {})
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        places, ids = self._id_order
+        if case_ids is None:
+            rows = np.argsort(places, kind="stable")
+            absent: list[str] = []
+        else:
+            wanted = list(dict.fromkeys(str(c) for c in case_ids))
+            found = np.fromiter(
+                map(self.index.get, wanted, repeat(-1)), dtype=np.intp, count=len(wanted)
+            )
+            absent = sorted(w for w, r in zip(wanted, found.tolist(), strict=True) if r < 0)
+            rows = found[found >= 0]
+            rows = rows[np.argsort(places[rows], kind="stable")]
+        answer = (rows, ids[rows].tolist(), absent)
+        if len(memo) >= 8:
+            memo.pop(next(iter(memo)))
+        memo[key] = answer
+        return answer
+
 
 @dataclass(frozen=True)
 class ClassificationPredictions:
@@ -72,6 +115,25 @@ class ClassificationPredictions:
     def index(self) -> dict[str, int]:
         """Row of each case id (built once: both leaderboard parts use it)."""
         return {c: i for i, c in enumerate(self.case_ids)}
+
+    def rows_in(self, ref: ClassificationReference) -> tuple[NDArray[np.intp], list[str]]:
+        """For each row of ``ref``, the row of these predictions with its case id (-1: none),
+        and the ids of these predictions that ``ref`` does not have (sorted). One dictionary
+        lookup per prediction; remembered for the last reference (both leaderboard parts)."""
+        memo = self.__dict__.get("_rows_in")
+        if memo is not None and memo[0] is ref:
+            return memo[1]
+        n = len(self.case_ids)
+        at = np.fromiter(map(ref.index.get, self.case_ids, repeat(-1)), dtype=np.intp, count=n)
+        known = at >= 0
+        unknown = sorted(self.case_ids[i] for i in np.flatnonzero(~known).tolist())
+        row_of_ref = np.full(len(ref.case_ids), -1, dtype=np.intp)
+        row_of_ref[at[known]] = np.flatnonzero(known)
+        if int(np.count_nonzero(row_of_ref >= 0)) != int(np.count_nonzero(known)):
+            # the readers refuse repeated ids; only a table from elsewhere can get here
+            raise InvalidSubmission("the predictions repeat a case id")
+        self.__dict__["_rows_in"] = (ref, (row_of_ref, unknown))
+        return row_of_ref, unknown
 
 
 #: a header line longer than this is not a header of any table Scanbench reads

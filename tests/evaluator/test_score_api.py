@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from evaluator import ScoreOptions, __version__, score
+from evaluator.errors import InvalidReference, InvalidSubmission
 from evaluator.synthetic import write_classification, write_nifti, write_segmentation
 
 FAST = ScoreOptions(bootstrap=50)
@@ -259,3 +260,64 @@ def test_classification_row_order_does_not_matter(tmp_path):
     assert a.aggregates == b.aggregates
     assert a.cases == b.cases
     assert a.meta["intervals"] == b.meta["intervals"]
+
+
+def test_classification_parts_match_scoring_each_part_on_its_own(tmp_path):
+    """Scoring one leaderboard part at a time (case ids in any order, repeated, as numbers)
+    gives what scoring a file of only that part's rows gives, case for case, with the part's
+    missing cases named in id order; a second submission against the same parts reuses what
+    was worked out for the first and must still see its own rows."""
+    rng = np.random.default_rng(5)
+    ids = [f"c{i}" for i in rng.permutation(300)] + ["10", "9", "b\u00e9", "B", "a", "\u00e9"]
+    labels = rng.integers(0, 2, len(ids))
+    (tmp_path / "ref.csv").write_text(
+        "case_id,label\n" + "".join(f"{c},{y}\n" for c, y in zip(ids, labels, strict=True))
+    )
+    order = list(rng.permutation(len(ids)))
+    part_a = [ids[i] for i in order[:200]] + [ids[order[0]], ids[order[1]]]  # repeated ids
+    part_b = [ids[i] for i in order[200:]]
+    part_b = [9 if c == "9" else c for c in part_b] + ([9] if "9" not in part_b else [])
+    for seed, absent in ((1, set()), (2, set(ids[i] for i in order[::7]))):
+        scores = np.random.default_rng(seed).random(len(ids))
+        kept = [i for i, c in enumerate(ids) if c not in absent]
+        pred = tmp_path / f"pred{seed}.csv"
+        pred.write_text(
+            "case_id,score\n" + "".join(f"{ids[i]},{float(scores[i])!r}\n" for i in reversed(kept))
+        )
+        for part in (part_a, part_b, None):
+            wanted = sorted({str(c) for c in part or ids})
+            opts = ScoreOptions(bootstrap=0, case_ids=part, on_missing="worst")
+            r = score("classification", tmp_path / "ref.csv", pred, options=opts)
+            # the same part written out as its own reference and predictions
+            sub = tmp_path / f"sub{seed}"
+            sub.mkdir(exist_ok=True)
+            index = {c: i for i, c in enumerate(ids)}
+            (sub / "ref.csv").write_text(
+                "case_id,label\n" + "".join(f"{c},{labels[index[c]]}\n" for c in wanted)
+            )
+            rows = [c for c in wanted if c not in absent]
+            (sub / "pred.csv").write_text(
+                "case_id,score\n" + "".join(f"{c},{float(scores[index[c]])!r}\n" for c in rows)
+            )
+            alone = score(
+                "classification",
+                sub / "ref.csv",
+                sub / "pred.csv",
+                options=ScoreOptions(bootstrap=0, on_missing="worst"),
+            )
+            assert list(r.cases) == wanted
+            assert r.cases == alone.cases
+            assert r.aggregates == alone.aggregates
+            assert r.meta["missing_cases"] == [c for c in wanted if c in absent]
+            assert r.meta["worst_filled"] == ({"*": len(absent & set(wanted))} if absent else {})
+            assert r.meta["n_cases"] == len(wanted)
+            if part is not None:
+                # the same predictions against the smaller reference: matched afresh
+                with pytest.raises(InvalidSubmission, match="unknown case id"):
+                    score("classification", sub / "ref.csv", pred, options=opts)
+
+
+def test_classification_part_naming_an_unknown_case_is_a_reference_error(tmp_path):
+    ref, pred = write_classification(tmp_path, n_cases=20, seed=3)
+    with pytest.raises(InvalidReference, match="case_ids not in the reference: nope"):
+        score("classification", ref, pred, options=ScoreOptions(bootstrap=0, case_ids=["nope"]))
