@@ -157,17 +157,27 @@ _SHA_CACHE_SIZE = 4096
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_SIZE) -> Any:
+    """Keep ``value`` under ``key``, letting go of the least recently used entry when full."""
     if len(cache) >= limit:
         cache.pop(next(iter(cache)))
     cache[key] = value
     return value
 
 
+def _recall(cache: dict[Any, Any], key: Any) -> Any:
+    """The value under ``key`` (None when absent), now the most recently used: a reference read
+    for every submission stays while each submission's own entries come and go."""
+    value = cache.pop(key, None)
+    if value is not None:
+        cache[key] = value
+    return value
+
+
 def _sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted ``relative path, file sha256`` manifest."""
     key = _file_key(path)
-    if key is not None and key in _sha_cache:
-        return _sha_cache[key]
+    if key is not None and (known := _recall(_sha_cache, key)) is not None:
+        return str(known)
     if key is not None:
         return str(_remember(_sha_cache, key, _sha256_file(path), _SHA_CACHE_SIZE))
     return _sha256_tree(path)
@@ -200,7 +210,7 @@ def _sha256_tree(path: Path) -> str:
                     files.append((rel.split("/"), rel, (e.path, st.st_size, st.st_mtime_ns)))
     manifest = hashlib.sha256()
     for _parts, rel, key in sorted(files, key=lambda f: f[0]):
-        digest = _sha_cache.get(key)
+        digest = _recall(_sha_cache, key)
         if digest is None:
             digest = str(_remember(_sha_cache, key, _sha256_file(Path(key[0])), _SHA_CACHE_SIZE))
         manifest.update(rel.encode() + b"\0")
@@ -702,8 +712,8 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
     )
 
     ref_key = ("reference", _file_key(reference), options.limits)
-    if ref_key[1] is not None and ref_key in _table_cache:
-        ref, ref_display = _table_cache[ref_key]
+    if ref_key[1] is not None and (known := _recall(_table_cache, ref_key)) is not None:
+        ref, ref_display = known
     else:
         ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
         ref = read_reference_csv(ref_raw, ref_display)
@@ -717,8 +727,8 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         options.isolation,
     )
     decoding = ["in-process"]
-    if pred_key[1] is not None and pred_key in _table_cache:
-        pred, pred_display, decoding = _table_cache[pred_key]
+    if pred_key[1] is not None and (known := _recall(_table_cache, pred_key)) is not None:
+        pred, pred_display, decoding = known
     elif options.isolation is not None:
         pred_display, ids, probs, hard, kind, decoding = decode_table_isolated(
             predictions,

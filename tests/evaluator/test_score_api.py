@@ -321,3 +321,21 @@ def test_classification_part_naming_an_unknown_case_is_a_reference_error(tmp_pat
     ref, pred = write_classification(tmp_path, n_cases=20, seed=3)
     with pytest.raises(InvalidReference, match="case_ids not in the reference: nope"):
         score("classification", ref, pred, options=ScoreOptions(bootstrap=0, case_ids=["nope"]))
+
+
+def test_a_reference_stays_parsed_while_many_submissions_come_and_go(tmp_path, monkeypatch):
+    """The in-process caches drop the least recently used entry: a reference read for every
+    submission is parsed once, however many submissions' own entries pass through."""
+    import evaluator.readers.tables as tables
+
+    ref, _ = write_classification(tmp_path, n_cases=30, seed=1)
+    parsed = []
+    real = tables.read_reference_csv
+    monkeypatch.setattr(
+        tables, "read_reference_csv", lambda *a, **k: parsed.append(1) or real(*a, **k)
+    )
+    for i in range(20):
+        _, pred = write_classification(tmp_path / f"s{i}", n_cases=30, seed=1)
+        pred.write_text(pred.read_text() + "\n" * (i % 3))  # another file, same rows
+        score("classification", ref, pred, options=ScoreOptions(bootstrap=0))
+    assert len(parsed) == 1
