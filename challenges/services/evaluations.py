@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from challenges.dbtools import server_bound_parameters
 from challenges.models import (
     Evaluation,
     EvaluationState,
@@ -268,8 +269,10 @@ def evaluation_begin(*, evaluation_id: int, stage: str) -> Evaluation | None:
     lease = _current_lease.get()
     owner = lease.owner if lease is not None else uuid.uuid4().hex
     with transaction.atomic():
+        # Only the evaluation's row is locked: FOR UPDATE over the join would also lock its
+        # phase and challenge, which every other worker and the leaderboard task lock too.
         evaluation = (
-            Evaluation.objects.select_for_update()
+            Evaluation.objects.select_for_update(of=("self",))
             .select_related("submission__phase__challenge")
             .get(pk=evaluation_id)
         )
@@ -363,7 +366,8 @@ def evaluation_finish(
         )
         row.cases = report["cases"]  # a CaseTable or a plain mapping, stored as columns
         rows.append(row)
-    Result.objects.bulk_create(rows)
+    with server_bound_parameters():  # the per-case values travel as bytes, not as hex text
+        Result.objects.bulk_create(rows)
     _move(evaluation, EvaluationState.SUCCEEDED)
     evaluation.finished_at = timezone.now()
     stages = {"store_s": time.perf_counter() - t0}
@@ -517,7 +521,11 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
     ).values_list("pk", flat=True)
     for pk in list(stale[:1000]):
         with transaction.atomic():
-            ev = Evaluation.objects.select_for_update().select_related("submission").get(pk=pk)
+            ev = (
+                Evaluation.objects.select_for_update(of=("self",))
+                .select_related("submission")
+                .get(pk=pk)
+            )
             if ev.state != EvaluationState.QUEUED:
                 continue
             ev.enqueued_at = now
@@ -529,7 +537,11 @@ def evaluations_reap(*, now: datetime | None = None) -> dict[str, int]:
     ).values_list("pk", flat=True)
     for pk in list(unheld[:1000]):
         with transaction.atomic():
-            ev = Evaluation.objects.select_for_update().select_related("submission").get(pk=pk)
+            ev = (
+                Evaluation.objects.select_for_update(of=("self",))
+                .select_related("submission")
+                .get(pk=pk)
+            )
             if ev.state not in ACTIVE_STATES or _lease_live(ev, now):
                 continue
             lapsed = bool(ev.lease_owner)

@@ -473,7 +473,11 @@ def leaderboard_update(
     counts: dict[str, int] = {}
     with transaction.atomic():
         # One recomputation of a phase at a time; a concurrent one waits and then sees all.
-        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase_id)
+        phase = (
+            Phase.objects.select_for_update(of=("self",))
+            .select_related("challenge")
+            .get(pk=phase_id)
+        )
         if (
             requested_at is not None
             and phase.leaderboard_computed_at is not None
@@ -667,7 +671,7 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
     ranges = False
     with transaction.atomic():
         phase = (
-            Phase.objects.select_for_update()
+            Phase.objects.select_for_update(of=("self",))
             .select_related("challenge")
             .get(pk=own.submission.phase_id)
         )
@@ -805,7 +809,11 @@ def leaderboard_ranges(*, phase_id: int, now: datetime | None = None) -> dict[st
     the meantime keeps no range until the next computation, which that result asked for."""
     now = now or timezone.now()
     with transaction.atomic():
-        phase = Phase.objects.select_for_update().select_related("challenge").get(pk=phase_id)
+        phase = (
+            Phase.objects.select_for_update(of=("self",))
+            .select_related("challenge")
+            .get(pk=phase_id)
+        )
         if phase.ranges_pending_since is None:
             return None
         due = phase.ranges_due_at or now

@@ -278,7 +278,8 @@ def test_applying_a_result_reads_the_phase_once_and_counts_nothing(
         leaderboard_apply_result(evaluation_id=evaluation.pk)
     sqls = [q["sql"] for q in queries.captured_queries]
     phase_reads = [s for s in sqls if s.startswith("SELECT") and 'FROM "challenges_phase"' in s]
-    assert len(phase_reads) == 1 and phase_reads[0].endswith("FOR UPDATE")
+    # the phase's row alone is locked (not its challenge's, which other work locks)
+    assert len(phase_reads) == 1 and phase_reads[0].endswith('FOR UPDATE OF "challenges_phase"')
     assert not any(s.startswith("SELECT COUNT(") for s in sqls)  # the board is not counted
     # the evaluation, the locked phase, the results waiting, clearing their marks, exclusions,
     # the entrants' rows (chosen, then hydrated); per part: delete, insert, re-rank, last
