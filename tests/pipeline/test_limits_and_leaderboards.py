@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import Count, Q
 from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -75,6 +76,56 @@ def test_limits_are_shown_before_submitting_and_platform_failures_do_not_count(t
     assert client.get(f"/api/phases/{phase.pk}/limits/").json()["remaining"] == 0
     with pytest.raises(SubmissionRefused, match="today's 2 submissions"):
         _scored(phase, preds, user)
+
+
+@pytest.mark.django_db
+def test_limits_count_what_the_orm_definition_counts(tmp_path):
+    """The hand-written count of the limits equals the ORM's definition on every kind of
+    submission: baselines, other phases, other entrants, a team's, yesterday's, platform
+    failures, and a platform failure re-evaluated afterwards (its new attempt counts)."""
+    from challenges.models import Team
+    from challenges.services.submissions import _counted
+
+    phase, _ = classification_phase(tmp_path, daily_limit=100, total_limit=100)
+    other_phase = PhaseFactory(challenge=phase.challenge, dataset=phase.dataset, slug="other")
+    me, you = UserFactory(), UserFactory()
+    team = Team.objects.create(challenge=phase.challenge, name="Team A", slug="team-a")
+    now = timezone.now()
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def make(user, *, team=None, phase=phase, baseline=False, age=timedelta(0), states=()):
+        s = Submission.objects.create(
+            phase=phase, participant=user, team=team, kind="predictions",
+            file="x.csv", sha256="0" * 64, is_baseline=baseline,
+            baseline_name="knn" if baseline else "",
+        )  # fmt: skip
+        Submission.objects.filter(pk=s.pk).update(created_at=now - age)
+        for attempt, (state, fault) in enumerate(states, start=1):
+            Evaluation.objects.create(
+                submission=s, attempt=attempt, state=state, platform_fault=fault
+            )
+        return s
+
+    make(me)
+    make(me, age=timedelta(days=2))  # counts in all, not today
+    make(me, baseline=True)
+    make(me, phase=other_phase)
+    make(you)
+    make(me, team=team)
+    make(you, team=team, age=timedelta(days=1))
+    make(me, states=[("failed", True)])  # the platform's fault: free
+    make(me, states=[("failed", False)])  # the participant's: counts
+    make(me, states=[("failed", True), ("succeeded", False)])  # re-evaluated: counts
+    make(me, team=team, states=[("failed", True)])
+    make(me, states=[("succeeded", False), ("failed", True)])  # latest failed: free
+    for user, entrant in ((me, None), (you, None), (me, team), (UserFactory(), None)):
+        want = _counted(phase, user, entrant).aggregate(
+            total=Count("pk"), daily=Count("pk", filter=Q(created_at__gte=day_start))
+        )
+        got = limits_for(user=user, phase=phase, now=now, entrant=("x", entrant))
+        assert (got.total_used, got.daily_used) == (want["total"], want["daily"]), user
+    mine = limits_for(user=me, phase=phase, now=now, entrant=("x", None))
+    assert (mine.total_used, mine.daily_used) == (5, 4)
 
 
 @pytest.mark.django_db
