@@ -189,9 +189,12 @@ def _cpu_by_process() -> dict[str, int]:
             continue
         group = next(
             (name for key, name in (("celery", "celery workers"), ("gunicorn", "gunicorn"),
-             ("postgres", "PostgreSQL"), ("redis", "Redis"), ("pipeline_bench", "this client"))
+             ("postgres", "PostgreSQL"), ("redis", "Redis"), ("pipeline_bench", "this client"),
+             ("_zygote_main", "decoding zygote"))
              if key in cmd),
-            None,
+            # kernel threads have no command line; anything else is another program of the
+            # machine (other services, the tool that runs this benchmark)
+            "kernel threads" if not cmd else "other programs",
         )  # fmt: skip
         if group:
             # own user + system time, and that of children already waited for
@@ -226,7 +229,7 @@ def measure_throughput(phase, body: bytes, n: int, offset: int) -> tuple[float, 
         named += ms
         print(f"    {group:<16} {ms:7.1f}")
     print(f"    {'the rest':<16} {busy * tick_ms / n - named:7.1f}   (decoding children, which the "
-          "kernel reaps without charging a live process; the kernel; other processes)")  # fmt: skip
+          "kernel reaps without charging a live process; ended processes; interrupts)")  # fmt: skip
     print(f"    {'all':<16} {busy * tick_ms / n:7.1f}   (two cores allow {2000 / rate:.0f} ms "
           "per submission at this rate)")  # fmt: skip
     return rate, ids

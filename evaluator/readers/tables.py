@@ -79,7 +79,7 @@ class ClassificationReference:
         The answer for an id list is remembered (the last eight lists), because every
         submission of a phase scores the same leaderboard parts; only sorting integers and
         one dictionary lookup per id are left for a list seen the first time."""
-        key = None if case_ids is None else tuple(case_ids)
+        key = None if case_ids is None else tuple(map(str, case_ids))
         memo: dict[tuple[Any, ...] | None, Any] = self.__dict__.setdefault("_rows_memo", {})
         hit = memo.get(key)
         if hit is not None:
@@ -89,13 +89,14 @@ class ClassificationReference:
             rows = np.argsort(places, kind="stable")
             absent: list[str] = []
         else:
-            wanted = list(dict.fromkeys(str(c) for c in case_ids))
+            wanted = list(dict.fromkeys(key or ()))
             found = np.fromiter(
                 map(self.index.get, wanted, repeat(-1)), dtype=np.intp, count=len(wanted)
             )
             absent = sorted(w for w, r in zip(wanted, found.tolist(), strict=True) if r < 0)
             rows = found[found >= 0]
             rows = rows[np.argsort(places[rows], kind="stable")]
+        rows.setflags(write=False)  # shared by every submission that scores this part
         answer = (rows, ids[rows].tolist(), absent)
         if len(memo) >= 8:
             memo.pop(next(iter(memo)))
@@ -132,6 +133,7 @@ class ClassificationPredictions:
         if int(np.count_nonzero(row_of_ref >= 0)) != int(np.count_nonzero(known)):
             # the readers refuse repeated ids; only a table from elsewhere can get here
             raise InvalidSubmission("the predictions repeat a case id")
+        row_of_ref.setflags(write=False)
         self.__dict__["_rows_in"] = (ref, (row_of_ref, unknown))
         return row_of_ref, unknown
 
@@ -194,9 +196,10 @@ def _read_table(
     max_columns: int,
     *,
     numbers: bool = False,
-) -> pd.DataFrame:
-    """The CSV as a table of text columns; with ``numbers``, columns other than ``case_id``
-    come as float64 when every value reads as a finite number (else as text, as without)."""
+) -> tuple[pd.DataFrame, list[str]]:
+    """The CSV as a table of text columns, and its case ids (stripped); with ``numbers``,
+    columns other than ``case_id`` come as float64 when every value reads as a finite number
+    (else as text, as without)."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -219,15 +222,16 @@ def _read_table(
         raise err(
             f"missing column 'case_id' (columns found: {_listing(list(df.columns))})", file=display
         )
-    # str.strip over a plain list: several times faster than pandas' string accessor
-    df["case_id"] = [s.strip() for s in df["case_id"].tolist()]
-    empty = df.index[df["case_id"] == ""]
-    if len(empty):
-        raise err(f"empty case_id on data row {int(empty[0]) + 1}", file=display)
-    dup = df["case_id"][df["case_id"].duplicated()].unique().tolist()
-    if dup:
+    # str.strip over a plain list: several times faster than pandas' string accessor; the
+    # checks run on that list too, and pandas' own only to name the repeated ids
+    ids = [s.strip() for s in df["case_id"].tolist()]
+    df["case_id"] = ids
+    if "" in ids:
+        raise err(f"empty case_id on data row {ids.index('') + 1}", file=display)
+    if len(set(ids)) != len(ids):
+        dup = df["case_id"][df["case_id"].duplicated()].unique().tolist()
         raise err(f"duplicate case id(s): {_listing(dup)}", file=display, case=str(dup[0]))
-    return df
+    return df, ids
 
 
 def _numbers(
@@ -275,7 +279,7 @@ def _integers(
 def read_reference_csv(raw: bytes, display: str) -> ClassificationReference:
     """Parse a ``case_id,label`` reference."""
     err = InvalidReference
-    df = _read_table(raw, display, err, max_columns=2)
+    df, ids = _read_table(raw, display, err, max_columns=2)
     if set(df.columns) != {"case_id", "label"}:
         raise err(
             f"a reference must have exactly the columns case_id,label "
@@ -290,7 +294,7 @@ def read_reference_csv(raw: bytes, display: str) -> ClassificationReference:
     classes = sorted({int(v) for v in labels} | {0, 1})
     if len(classes) > 2:
         classes = list(range(max(classes) + 1))
-    return ClassificationReference(df["case_id"].tolist(), labels, classes)
+    return ClassificationReference(ids, labels, classes)
 
 
 def read_predictions_csv(
@@ -298,7 +302,7 @@ def read_predictions_csv(
 ) -> ClassificationPredictions:
     """Parse predictions for a reference with the given ``classes`` (sorted class labels)."""
     err = InvalidSubmission
-    df = _read_table(raw, display, err, max_columns=len(classes) + 1, numbers=True)
+    df, ids = _read_table(raw, display, err, max_columns=len(classes) + 1, numbers=True)
     cols = [c for c in df.columns if c != "case_id"]
     class_cols = [f"class_{k}" for k in classes]
     binary = list(classes) == [0, 1]
@@ -312,7 +316,7 @@ def read_predictions_csv(
         s = _numbers(df, "score", display, err)
         _check_unit_interval(df, s, "score", display)
         probs = np.stack([1.0 - s, s], axis=1)
-        return ClassificationPredictions(df["case_id"].tolist(), probs, False, "score")
+        return ClassificationPredictions(ids, probs, False, "score")
     if set(cols) == set(class_cols):
         probs = np.empty((n, len(classes)))
         for j, c in enumerate(class_cols):
@@ -328,7 +332,7 @@ def read_predictions_csv(
                 file=display,
                 case=str(df["case_id"].iloc[i]),
             )
-        return ClassificationPredictions(df["case_id"].tolist(), probs, False, "class_columns")
+        return ClassificationPredictions(ids, probs, False, "class_columns")
     if set(cols) == {"label"}:
         labels = _integers(df, "label", display, err)
         allowed = set(classes)
@@ -343,7 +347,7 @@ def read_predictions_csv(
         index = {k: j for j, k in enumerate(classes)}
         probs = np.zeros((n, len(classes)))
         probs[np.arange(n), [index[int(v)] for v in labels]] = 1.0
-        return ClassificationPredictions(df["case_id"].tolist(), probs, True, "label")
+        return ClassificationPredictions(ids, probs, True, "label")
     raise err(
         f"wrong columns: found {','.join(['case_id', *cols])}; expected {expected}", file=display
     )
