@@ -79,9 +79,13 @@ class ClassificationReference:
         The answer for an id list is remembered (the last eight lists), because every
         submission of a phase scores the same leaderboard parts; only sorting integers and
         one dictionary lookup per id are left for a list seen the first time."""
-        key = None if case_ids is None else tuple(map(str, case_ids))
-        memo: dict[tuple[Any, ...] | None, Any] = self.__dict__.setdefault("_rows_memo", {})
-        hit = memo.get(key)
+        memo: dict[Any, Any] = self.__dict__.setdefault("_rows_memo", {})
+        key: Any = None if case_ids is None else tuple(case_ids)  # a copy: lists change
+        try:
+            hit = memo.get(key)
+        except TypeError:  # an unhashable id: known by its text
+            key = tuple(map(str, case_ids or ()))
+            hit = memo.get(key)
         if hit is not None:
             return hit
         places, ids = self._id_order
@@ -89,7 +93,7 @@ class ClassificationReference:
             rows = np.argsort(places, kind="stable")
             absent: list[str] = []
         else:
-            wanted = list(dict.fromkeys(key or ()))
+            wanted = list(dict.fromkeys(map(str, case_ids)))
             found = np.fromiter(
                 map(self.index.get, wanted, repeat(-1)), dtype=np.intp, count=len(wanted)
             )
