@@ -438,3 +438,33 @@ def test_a_burst_of_results_is_applied_by_one_delivery_and_the_reaper_sends_a_lo
     row = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
     assert row.n_submissions == 2
     assert not Evaluation.objects.filter(board_pending=True).exists()
+
+
+@pytest.mark.django_db
+def test_results_are_inserted_with_server_bound_parameters_and_the_default_comes_back(tmp_path):
+    """The per-case values travel as a bound parameter (no hexadecimal in the SQL text), every
+    byte value round-trips, and the connection's usual client-side binding is back after the
+    block, an error in it included."""
+    from django.test.utils import CaptureQueriesContext
+
+    from challenges.dbtools import server_bound_parameters
+
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side parameters are PostgreSQL's")
+    phase, preds = classification_phase(tmp_path, n_cases=40)
+    evaluation = submit_and_score(phase, UserFactory(), preds.read_bytes())
+    connection.ensure_connection()
+    default = connection.connection.cursor_factory
+    blob = bytes(range(256)) * 300
+    with CaptureQueriesContext(connection) as queries, server_bound_parameters():
+        Result.objects.filter(evaluation=evaluation, part="public").update(case_values=blob)
+    assert connection.connection.cursor_factory is default
+    (sql,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert "\\x" not in sql and len(sql) < 1000, sql[:200]
+    assert bytes(Result.objects.get(evaluation=evaluation, part="public").case_values) == blob
+    with pytest.raises(RuntimeError), server_bound_parameters():
+        raise RuntimeError("in the block")
+    assert connection.connection.cursor_factory is default
+    with CaptureQueriesContext(connection) as queries:
+        Result.objects.filter(evaluation=evaluation, part="public").update(case_values=b"\x01")
+    assert "\\x01" in queries.captured_queries[-1]["sql"]  # client-side again
