@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.db.models import Count, Q
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -242,7 +244,10 @@ def test_best_submission_per_entrant_ties_share_rank_and_baselines_are_marked(tm
         phase=phase,
         file=SimpleUploadedFile("p.csv", worse.read_bytes()),
     )
-    Submission.objects.filter(pk=baseline.pk).update(is_baseline=True, baseline_name="always 0.5")
+    Submission.objects.filter(pk=baseline.pk).update(
+        is_baseline=True, baseline_name="always 0.5", comment="predicts 0.5 for every case"
+    )
+    Submission.objects.filter(participant=alice).update(comment="alice's own note")
     evaluation_score(evaluation_id=baseline.evaluations.get().pk)
     leaderboard_update(phase_id=phase.pk)
     rows = {r.display_name: r for r in LeaderboardEntry.objects.filter(phase=phase, part="public")}
@@ -251,6 +256,13 @@ def test_best_submission_per_entrant_ties_share_rank_and_baselines_are_marked(tm
     assert rows["always 0.5"].is_baseline
     assert rows["always 0.5"].rank == 3
     assert rows["always 0.5"].score == 0.5
+    # the page's rows: a baseline carries its description, a participant's comment stays theirs
+    board = leaderboard_for_phase(phase=phase, part="public", user=alice)
+    shown = {r.display_name: r.baseline_description for r in board}
+    assert shown == {"alice": "", "bob": "", "always 0.5": "predicts 0.5 for every case"}
+    with CaptureQueriesContext(connection) as queries:
+        assert leaderboard_for_phase(phase=phase, part="public", user=alice).count() == 3
+    assert "JOIN" not in queries.captured_queries[-1]["sql"]  # the count reads the board only
 
 
 @pytest.mark.django_db
