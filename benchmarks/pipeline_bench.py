@@ -372,6 +372,8 @@ def main() -> None:
         t0 = time.perf_counter()
         leaderboard_update(phase_id=big.pk)
         first = time.perf_counter() - t0
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # autovacuum's, after 4,000 new rows: the reads below
         again = []
         for _ in range(3):
             t0 = time.perf_counter()
