@@ -143,7 +143,9 @@ def test_worker_keeps_its_database_connection_between_tasks_and_survives_losing_
     and a connection the database dropped in between is replaced before the next task uses it:
     that task succeeds at its first delivery."""
     phase, preds = classification_phase(tmp_path)
-    start_worker(queues="cpu", extra_env={"CONN_MAX_AGE": "60"})
+    # leases renewed rarely: a renewing thread would open a connection of its own meanwhile
+    quiet = {"CONN_MAX_AGE": "60", "SCANBENCH_LEASE_S": "1200", "SCANBENCH_LEASE_RENEW_S": "300"}
+    start_worker(queues="cpu", extra_env=quiet)
     assert _done(_submit(phase, preds)).state == "succeeded"
     first = wait_for(lambda: _other_backends() or None)
     for _ in range(3):
