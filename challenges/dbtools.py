@@ -7,14 +7,31 @@ parameters of the queries in its block beside the SQL instead (PostgreSQL's exte
 protocol), in the same connection and transaction. It is used where large binary values are
 written (the per-case values of a result); the rest of the platform keeps Django's default,
 under which every query it builds is known to work.
+
+Under that client-side binding, psycopg also finds every placeholder of a query by scanning its
+text in Python: a filter on 4,000 ids costs tens of milliseconds before the query is sent.
+:func:`many_ids` makes such a list one array parameter instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.db import connection
+from django.db.models.expressions import RawSQL
+
+MANY_IDS = 100
+
+
+def many_ids(ids: Iterable[int]) -> list[int] | RawSQL:
+    """The right-hand side of an ``__in`` filter on integer keys: on PostgreSQL, a long list
+    becomes ``IN (SELECT unnest(%s::bigint[]))`` with the list as one parameter; elsewhere (and
+    for a short list) the list itself. The rows matched are the same."""
+    values = [int(i) for i in ids]
+    if connection.vendor != "postgresql" or len(values) < MANY_IDS:
+        return values
+    return RawSQL("SELECT unnest(%s::bigint[])", (values,))
 
 
 @contextmanager

@@ -110,6 +110,10 @@ class Evaluation(models.Model):
             models.UniqueConstraint(
                 fields=["submission", "attempt"], name="evaluation_unique_attempt"
             ),
+            # Attempts are numbered from 1: the leaderboard's "newest attempt" rule relies on it.
+            models.CheckConstraint(
+                condition=models.Q(attempt__gte=1), name="evaluation_attempt_from_one"
+            ),
             # At most one attempt of a submission is being worked on at any time.
             models.UniqueConstraint(
                 fields=["submission"],

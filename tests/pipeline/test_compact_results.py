@@ -468,3 +468,42 @@ def test_results_are_inserted_with_server_bound_parameters_and_the_default_comes
     with CaptureQueriesContext(connection) as queries:
         Result.objects.filter(evaluation=evaluation, part="public").update(case_values=b"\x01")
     assert "\\x01" in queries.captured_queries[-1]["sql"]  # client-side again
+
+
+@pytest.mark.django_db
+def test_attempts_are_numbered_from_one(tmp_path):
+    """The leaderboard finds a submission's newest attempt among second and later ones only; the
+    database refuses an attempt numbered 0, which that rule would miss."""
+    from django.db import IntegrityError, transaction
+
+    from challenges.models import Evaluation
+
+    phase, preds = classification_phase(tmp_path, n_cases=20)
+    evaluation = submit_and_score(phase, UserFactory(), preds.read_bytes())
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Evaluation.objects.create(submission=evaluation.submission, attempt=0)
+    assert Evaluation.objects.filter(submission=evaluation.submission).count() == 1
+
+
+@pytest.mark.django_db
+def test_many_ids_match_the_same_rows_with_one_parameter(tmp_path):
+    """A long id list filters as one array parameter on PostgreSQL (no placeholder per id in
+    the SQL), a short one as the plain list; both match exactly the rows the list names."""
+    from django.contrib.auth.models import User
+    from django.test.utils import CaptureQueriesContext
+
+    from challenges.dbtools import MANY_IDS, many_ids
+
+    users = User.objects.bulk_create([User(username=f"ids{i}") for i in range(2 * MANY_IDS + 50)])
+    wanted = [u.pk for u in users[::2]] + [10**9]  # one id that matches nothing
+    assert len(wanted) >= MANY_IDS
+    with CaptureQueriesContext(connection) as queries:
+        got = sorted(User.objects.filter(pk__in=many_ids(wanted)).values_list("pk", flat=True))
+    assert got == sorted(u.pk for u in users[::2])
+    sql = queries.captured_queries[-1]["sql"]
+    if connection.vendor == "postgresql":
+        # the ids are one array literal, not a list of values written one by one
+        assert "IN (SELECT unnest('{" in sql and f",{users[2].pk}," in sql, sql[:300]
+        assert f"IN ({users[0].pk}," not in sql
+    assert many_ids(wanted[:3]) == wanted[:3]
+    assert list(User.objects.filter(pk__in=many_ids(iter([]))).values_list("pk")) == []

@@ -97,3 +97,29 @@ def test_probabilities_kept_per_case_reproduce_the_stored_aggregate(tmp_path):
             assert values[m] == pytest.approx(result.aggregates[m], abs=1e-12)
         missing += len(result.meta["missing_cases"])
     assert missing == 40
+
+
+@pytest.mark.django_db
+def test_a_board_too_large_to_resample_shows_no_ranges_without_reading_the_labels(
+    tmp_path, monkeypatch
+):
+    """Beyond the bootstrap's budget the board keeps its ranks and shows no ranges, and that is
+    known from a count: the test split's labels are not read for nothing."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import challenges.services.leaderboards as boards
+
+    phase, preds = classification_phase(tmp_path, n_cases=300, primary_metric="auc_roc")
+    body = preds.read_bytes()
+    submit_and_score(phase, UserFactory(username="a"), body)
+    submit_and_score(phase, UserFactory(username="b"), _variant(body, noise=0.5, seed=4))
+    # 2 entries x ~90 public cases x 200 resamples is over a budget of 1,000 cells
+    monkeypatch.setattr(boards, "SET_LEVEL_CELLS", 1000)
+    with CaptureQueriesContext(connection) as queries:
+        assert leaderboard_update(phase_id=phase.pk) == {"public": 2, "private": 2}
+    reads = [q["sql"] for q in queries.captured_queries if '"challenges_case"."label"' in q["sql"]]
+    assert reads == []
+    rows = LeaderboardEntry.objects.filter(phase=phase)
+    assert rows.count() == 4 and not rows.filter(rank_low__isnull=False).exists()
+    assert sorted(rows.filter(part="public").values_list("rank", flat=True)) == [1, 2]
