@@ -27,6 +27,7 @@ from django.db.models import (
     F,
     FloatField,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -590,18 +591,19 @@ def _entry(
     )  # fmt: skip
 
 
-def _rerank(phase: Phase, part: str, *, higher_is_better: bool) -> None:
-    """Rank the stored scores in the database (ties share the best rank: SQL RANK()), writing
-    only the rows whose rank changed; missing scores rank last."""
+def _rerank(phase: Phase, *, higher_is_better: bool) -> None:
+    """Rank the stored scores of both parts in the database (each part apart; ties share the
+    best rank: SQL RANK()), writing only the rows whose rank changed; missing scores rank
+    last."""
     table = LeaderboardEntry._meta.db_table
     order = "DESC" if higher_is_better else "ASC"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET rank = ranked.r FROM ("  # noqa: S608 (no user input)
-            f"  SELECT id, RANK() OVER (ORDER BY score IS NULL, score {order}) AS r"
-            f"  FROM {table} WHERE phase_id = %s AND part = %s"
+            f"  SELECT id, RANK() OVER (PARTITION BY part ORDER BY score IS NULL, score {order})"
+            f"  AS r FROM {table} WHERE phase_id = %s"
             f") AS ranked WHERE {table}.id = ranked.id AND {table}.rank <> ranked.r",
-            [phase.pk, part],
+            [phase.pk],
         )
 
 
@@ -615,16 +617,19 @@ def _stability_affordable(phase: Phase, part: str) -> bool:
     return n_entries * n_cases <= MAX_STABILITY_CELLS
 
 
-def _snapshot_due(phase: Phase, part: str) -> bool:
-    """On a busy board, at most one dated snapshot per SCANBENCH_SNAPSHOT_INTERVAL_S: the
-    history has that resolution, and the current state is always the board itself."""
-    last = (
-        LeaderboardSnapshot.objects.filter(phase=phase, part=part)
-        .values_list("created_at", flat=True)
-        .first()
+def _snapshots_due(phase: Phase) -> list[str]:
+    """The parts due a dated snapshot: on a busy board, at most one per part and
+    SCANBENCH_SNAPSHOT_INTERVAL_S (the history has that resolution; the current state is always
+    the board itself). One query for both parts."""
+    last = dict(
+        LeaderboardSnapshot.objects.filter(phase=phase)
+        .values("part")
+        .annotate(last=Max("created_at"))
+        .values_list("part", "last")
+        .order_by()
     )
-    interval = timedelta(seconds=settings.SCANBENCH_SNAPSHOT_INTERVAL_S)
-    return last is None or last <= timezone.now() - interval
+    since = timezone.now() - timedelta(seconds=settings.SCANBENCH_SNAPSHOT_INTERVAL_S)
+    return [p for p in PARTS if last.get(p) is None or last[p] <= since]
 
 
 def _snapshot(phase: Phase, part: str, rows: list[LeaderboardEntry], reason: str) -> None:
@@ -677,7 +682,6 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
     own = Evaluation.objects.select_related("submission").filter(pk=evaluation_id).first()
     if own is None:
         return
-    ranges = False
     with transaction.atomic():
         phase = (
             Phase.objects.select_for_update(of=("self",))
@@ -714,27 +718,27 @@ def leaderboard_apply_result(*, evaluation_id: int) -> None:
         for q in {_entrant_key(s): _entrant_filter(s) for s in pending}.values():
             only |= q
         by_part = _chosen(phase, only)
+        # both parts at once: one statement each to delete, insert and re-rank the rows
+        rows = [
+            _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric), extra={})
+            for part in PARTS
+            for e, (c, n) in by_part[part].items()
+        ]
+        replaced = Q(pk__in=[])
         for part in PARTS:
-            chosen_n = by_part[part]
-            rows = [
-                _entry(phase, part, e, c, n=n, rank=0, score=c.score(phase.primary_metric),
-                       extra={})
-                for e, (c, n) in chosen_n.items()
-            ]  # fmt: skip
-            LeaderboardEntry.objects.filter(
-                phase=phase, part=part, entrant__in=[r.entrant for r in rows]
-            ).delete()
-            LeaderboardEntry.objects.bulk_create(rows)
-            _rerank(phase, part, higher_is_better=higher)
-            if _per_case_mean(phase) or _set_level(phase):
-                ranges = True
-            if _snapshot_due(phase, part):
-                rows = list(
-                    LeaderboardEntry.objects.filter(phase=phase, part=part).only(
-                        "pk", "entrant", "rank", "score"
-                    )
+            if by_part[part]:
+                replaced |= Q(part=part, entrant__in=list(by_part[part]))
+        LeaderboardEntry.objects.filter(replaced, phase=phase).delete()
+        LeaderboardEntry.objects.bulk_create(rows)
+        _rerank(phase, higher_is_better=higher)
+        ranges = _per_case_mean(phase) or _set_level(phase)
+        for part in _snapshots_due(phase):
+            shown = list(
+                LeaderboardEntry.objects.filter(phase=phase, part=part).only(
+                    "pk", "entrant", "rank", "score"
                 )
-                _snapshot(phase, part, rows, "new result")
+            )
+            _snapshot(phase, part, shown, "new result")
         if ranges:
             _ranges_request(phase)
 

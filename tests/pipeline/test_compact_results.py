@@ -282,10 +282,12 @@ def test_applying_a_result_reads_the_phase_once_and_counts_nothing(
     assert len(phase_reads) == 1 and phase_reads[0].endswith('FOR UPDATE OF "challenges_phase"')
     assert not any(s.startswith("SELECT COUNT(") for s in sqls)  # the board is not counted
     # the evaluation, the locked phase, the results waiting, clearing their marks, exclusions,
-    # the entrants' rows (chosen, then hydrated); per part: delete, insert, re-rank, last
-    # snapshot's date (when one is due: the board, the last snapshot's rows, the new snapshot);
-    # the ranges request; savepoint and release
-    assert len(sqls) == (24 if snapshot_due else 18)
+    # the entrants' rows (chosen, then hydrated); for both parts at once: delete, insert,
+    # re-rank, the last snapshots' dates (per part when one is due: the board, the last
+    # snapshot's rows, the new snapshot); the ranges request; savepoint and release
+    assert len(sqls) == (20 if snapshot_due else 14)
+    assert len([s for s in sqls if s.startswith("DELETE")]) == 1
+    assert len([s for s in sqls if s.startswith('INSERT INTO "challenges_leaderboardentry')]) == 1
     first = LeaderboardEntry.objects.get(phase=phase, part="public", participant=users[0])
     assert first.n_submissions == 2 and first.submission_id != submission.pk  # a tie: the earliest
 
