@@ -62,7 +62,7 @@ def _add(
     )
     submission.file.save(f"{name.lower().replace(' ', '-')}{suffix}", ContentFile(body), save=False)
     submission.save()
-    evaluation_create(submission=submission)
+    evaluation_create(submission=submission, first=True)
     return submission
 
 

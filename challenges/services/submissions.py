@@ -339,7 +339,7 @@ def submission_create(
             submission.save()
             from challenges.services.evaluations import evaluation_create
 
-            evaluation_create(submission=submission)
+            evaluation_create(submission=submission, first=True)
             # the limits the new submission leaves (counted under the lock, plus itself)
             submission.limits_after = replace(  # type: ignore[attr-defined]
                 limits, daily_used=limits.daily_used + 1, total_used=limits.total_used + 1

@@ -266,6 +266,37 @@ def test_best_submission_per_entrant_ties_share_rank_and_baselines_are_marked(tm
 
 
 @pytest.mark.django_db
+def test_an_upload_stores_its_first_attempt_without_a_savepoint_or_a_read_back(
+    tmp_path, django_capture_on_commit_callbacks
+):
+    """An upload writes its submission and first attempt in its own transaction: no savepoint
+    of the attempt's own, no look-up of earlier attempts, and one task sent after commit, for
+    the new attempt (from the rows in memory: the evaluation is not read back). A re-evaluation
+    still numbers its attempt after the stored ones."""
+    phase, preds = classification_phase(tmp_path, n_cases=20)
+    user = UserFactory()
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks() as callbacks,
+    ):
+        submission = submission_create(
+            user=user, phase=phase, file=SimpleUploadedFile("p.csv", preds.read_bytes())
+        )
+    sqls = [q["sql"] for q in queries.captured_queries]
+    # the one savepoint is the upload's own block inside the test's transaction
+    assert len([s for s in sqls if s.startswith("SAVEPOINT")]) == 1
+    # no evaluation row is read (the limits statement only counts them)
+    assert not any(s.startswith('SELECT "challenges_evaluation"."id"') for s in sqls)
+    (evaluation,) = submission.evaluations.all()
+    assert evaluation.attempt == 1 and evaluation.state == "queued" and len(callbacks) == 1
+    assert submission_reevaluate(submission=submission).attempt == 2
+    assert list(submission.evaluations.values_list("attempt", "state").order_by("attempt")) == [
+        (1, "cancelled"),
+        (2, "queued"),
+    ]
+
+
+@pytest.mark.django_db
 def test_reevaluation_keeps_history_and_yields_one_entry(tmp_path):
     phase, preds = classification_phase(tmp_path)
     user = UserFactory()
