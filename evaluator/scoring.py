@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from evaluator._lru import recall, remember
 from evaluator._version import __version__
 from evaluator.aggregation import aggregate_cases
 from evaluator.case_table import CaseTable
@@ -156,30 +157,13 @@ _table_cache: dict[tuple[Any, ...], Any] = {}
 _SHA_CACHE_SIZE = 4096
 
 
-def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_SIZE) -> Any:
-    """Keep ``value`` under ``key``, letting go of the least recently used entry when full."""
-    if len(cache) >= limit:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-    return value
-
-
-def _recall(cache: dict[Any, Any], key: Any) -> Any:
-    """The value under ``key`` (None when absent), now the most recently used: a reference read
-    for every submission stays while each submission's own entries come and go."""
-    value = cache.pop(key, None)
-    if value is not None:
-        cache[key] = value
-    return value
-
-
 def _sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted ``relative path, file sha256`` manifest."""
     key = _file_key(path)
-    if key is not None and (known := _recall(_sha_cache, key)) is not None:
+    if key is not None and (known := recall(_sha_cache, key)) is not None:
         return str(known)
     if key is not None:
-        return str(_remember(_sha_cache, key, _sha256_file(path), _SHA_CACHE_SIZE))
+        return str(remember(_sha_cache, key, _sha256_file(path), _SHA_CACHE_SIZE))
     return _sha256_tree(path)
 
 
@@ -210,9 +194,9 @@ def _sha256_tree(path: Path) -> str:
                     files.append((rel.split("/"), rel, (e.path, st.st_size, st.st_mtime_ns)))
     manifest = hashlib.sha256()
     for _parts, rel, key in sorted(files, key=lambda f: f[0]):
-        digest = _recall(_sha_cache, key)
+        digest = recall(_sha_cache, key)
         if digest is None:
-            digest = str(_remember(_sha_cache, key, _sha256_file(Path(key[0])), _SHA_CACHE_SIZE))
+            digest = str(remember(_sha_cache, key, _sha256_file(Path(key[0])), _SHA_CACHE_SIZE))
         manifest.update(rel.encode() + b"\0")
         manifest.update(digest.encode() + b"\n")
     return manifest.hexdigest()
@@ -226,30 +210,42 @@ def _check_ids(
 ) -> list[str]:
     """Raise on unknown ids, and on missing ids unless they are to get worst values."""
     unknown = sorted(set(pred_ids) - set(ref_ids))
+    missing = sorted(set(ref_ids) - set(pred_ids))
+    _refuse_ids(unknown, missing, pred_display, on_missing)
+    return missing
+
+
+def _refuse_ids(
+    unknown: Sequence[str], missing: Sequence[str], pred_display: str, on_missing: str
+) -> None:
+    """The participant's error for ids of the predictions the reference lacks, and for ids of
+    the reference the predictions lack unless they are to get worst values (both sorted)."""
     if unknown:
         raise InvalidSubmission(
             f"{len(unknown)} unknown case id(s) not in the test set: {_listing(unknown)}",
             file=pred_display,
             case=unknown[0],
         )
-    missing = sorted(set(ref_ids) - set(pred_ids))
     if missing and on_missing == "error":
         raise InvalidSubmission(
             f"{len(missing)} case(s) missing from the predictions: {_listing(missing)}",
             file=pred_display,
             case=missing[0],
         )
-    return missing
 
 
 def _scored_ids(ref_ids: Sequence[str], case_ids: Collection[str] | None) -> list[str]:
     if case_ids is None:
         return sorted(ref_ids)
     wanted = {str(c) for c in case_ids}
-    absent = sorted(wanted - set(ref_ids))
+    _refuse_absent(sorted(wanted - set(ref_ids)))
+    return sorted(wanted)
+
+
+def _refuse_absent(absent: Sequence[str]) -> None:
+    """The reference's (organizer's) error for scored case ids it does not have (sorted)."""
     if absent:
         raise InvalidReference(f"case_ids not in the reference: {_listing(absent)}")
-    return sorted(wanted)
 
 
 def score(
@@ -712,13 +708,13 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
     )
 
     ref_key = ("reference", _file_key(reference), options.limits)
-    if ref_key[1] is not None and (known := _recall(_table_cache, ref_key)) is not None:
+    if ref_key[1] is not None and (known := recall(_table_cache, ref_key)) is not None:
         ref, ref_display = known
     else:
         ref_raw, ref_display = _read_csv_bytes(reference, "reference", options.limits)
         ref = read_reference_csv(ref_raw, ref_display)
         if ref_key[1] is not None:
-            _remember(_table_cache, ref_key, (ref, ref_display))
+            remember(_table_cache, ref_key, (ref, ref_display), _CACHE_SIZE)
     pred_key = (
         "predictions",
         _file_key(predictions),
@@ -727,7 +723,7 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
         options.isolation,
     )
     decoding = ["in-process"]
-    if pred_key[1] is not None and (known := _recall(_table_cache, pred_key)) is not None:
+    if pred_key[1] is not None and (known := recall(_table_cache, pred_key)) is not None:
         pred, pred_display, decoding = known
     elif options.isolation is not None:
         pred_display, ids, probs, hard, kind, decoding = decode_table_isolated(
@@ -740,35 +736,28 @@ def _score_classification(reference: Path, predictions: Path, options: ScoreOpti
             raise InvalidSubmission("the decoder sent an invalid table", file=pred_display)
         pred = ClassificationPredictions(ids, probs, hard, kind)
         if pred_key[1] is not None:
-            _remember(_table_cache, pred_key, (pred, pred_display, decoding))
+            remember(_table_cache, pred_key, (pred, pred_display, decoding), _CACHE_SIZE)
     else:
         pred_raw, pred_display = _read_csv_bytes(
             predictions, "predictions", options.limits, _shown(predictions, options)
         )
         pred = read_predictions_csv(pred_raw, pred_display, classes=ref.classes)
         if pred_key[1] is not None:
-            _remember(_table_cache, pred_key, (pred, pred_display, decoding))
+            remember(_table_cache, pred_key, (pred, pred_display, decoding), _CACHE_SIZE)
 
     # The same checks and order as _check_ids and _scored_ids, on arrays: what depends only on
     # the reference and the part's ids is worked out once per phase, not per submission.
     pred_row_of_ref, unknown = pred.rows_in(ref)
-    if unknown:
-        raise InvalidSubmission(
-            f"{len(unknown)} unknown case id(s) not in the test set: {_listing(unknown)}",
-            file=pred_display,
-            case=unknown[0],
-        )
     n_missing = int(np.count_nonzero(pred_row_of_ref < 0))
-    if n_missing and options.on_missing == "error":
-        missing_all = sorted(np.asarray(ref.case_ids, dtype=object)[pred_row_of_ref < 0].tolist())
-        raise InvalidSubmission(
-            f"{len(missing_all)} case(s) missing from the predictions: {_listing(missing_all)}",
-            file=pred_display,
-            case=missing_all[0],
-        )
+    # every missing id is listed only when that is an error
+    missing_all = (
+        sorted(np.asarray(ref.case_ids, dtype=object)[pred_row_of_ref < 0].tolist())
+        if n_missing and options.on_missing == "error"
+        else []
+    )
+    _refuse_ids(unknown, missing_all, pred_display, options.on_missing)
     ref_pos, scored, absent_ids = ref.rows_of(options.case_ids)
-    if absent_ids:
-        raise InvalidReference(f"case_ids not in the reference: {_listing(absent_ids)}")
+    _refuse_absent(absent_ids)
     k = len(ref.classes)
     n = len(scored)
     pred_pos = pred_row_of_ref[ref_pos]

@@ -13,7 +13,6 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import File
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from challenges.models import (
@@ -86,24 +85,6 @@ def entrant_for(*, user: User, phase: Phase) -> tuple[str, Team | None]:
     return f"user:{user.pk}", None
 
 
-def _counted(phase: Phase, user: User, team: Team | None) -> Any:
-    """Submissions that count against the limits: the entrant's, except baselines and those
-    whose latest attempt failed through the platform's fault. The definition in the ORM;
-    :func:`limits_for` counts them with one hand-written statement (:func:`_used`)."""
-    platform_failed = Evaluation.objects.filter(
-        submission=OuterRef("pk"), state=EvaluationState.FAILED, platform_fault=True
-    )
-    # a later attempt of the same submission (the failed attempt's own submission)
-    newer = Evaluation.objects.filter(
-        submission=OuterRef("submission"), attempt__gt=OuterRef("attempt")
-    )
-    failed_last = Exists(platform_failed.exclude(Exists(newer)))
-    # Alone, every submission the user made in the phase counts, those made for a team they
-    # have left included: leaving a team does not give a fresh set of submissions.
-    who = Q(team=team) if team is not None else Q(participant_id=user.pk)
-    return Submission.objects.filter(who, phase=phase, is_baseline=False).exclude(failed_last)
-
-
 def limits_for(
     *,
     user: User,
@@ -128,10 +109,13 @@ def limits_for(
 
 def _used(phase: Phase, user: User, team: Team | None, day_start: datetime) -> tuple[int, int]:
     """How many submissions count against the limits, in all and since ``day_start``: the
-    count of :func:`_counted`, as one hand-written statement. Every upload counts twice (before
-    its body is read, and under the entrant's lock), and building that query through the ORM
-    took longer than running it (tests/pipeline/test_limits_and_leaderboards.py compares the
-    two)."""
+    entrant's, except baselines and those whose latest attempt failed through the platform's
+    fault. Alone, every submission the user made in the phase counts, those made for a team
+    they have left included: leaving a team does not give a fresh set of submissions.
+
+    One hand-written statement: every upload counts twice (before its body is read, and under
+    the entrant's lock), and building the same query through the ORM took longer than running
+    it (tests/pipeline/test_limits_and_leaderboards.py checks it against the ORM's version)."""
     q = connection.ops.quote_name
     sub, ev = q(Submission._meta.db_table), q(Evaluation._meta.db_table)
     who, whom = ("team_id", team.pk) if team is not None else ("participant_id", user.pk)

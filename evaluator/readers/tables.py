@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from evaluator._lru import recall, remember
 from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
 
 __all__ = [
@@ -76,16 +77,16 @@ class ClassificationReference:
         """The rows of ``case_ids`` (all when None; each id once, as a string) in id order, those
         ids, and the ids that are not in this reference (sorted).
 
-        The answer for an id list is remembered (the last eight lists), because every
+        The answer for an id list is remembered (the eight lists used last), because every
         submission of a phase scores the same leaderboard parts; only sorting integers and
         one dictionary lookup per id are left for a list seen the first time."""
         memo: dict[Any, Any] = self.__dict__.setdefault("_rows_memo", {})
         key: Any = None if case_ids is None else tuple(case_ids)  # a copy: lists change
         try:
-            hit = memo.get(key)
+            hit = recall(memo, key)
         except TypeError:  # an unhashable id: known by its text
             key = tuple(map(str, case_ids or ()))
-            hit = memo.get(key)
+            hit = recall(memo, key)
         if hit is not None:
             return hit
         places, ids = self._id_order
@@ -101,11 +102,7 @@ class ClassificationReference:
             rows = found[found >= 0]
             rows = rows[np.argsort(places[rows], kind="stable")]
         rows.setflags(write=False)  # shared by every submission that scores this part
-        answer = (rows, ids[rows].tolist(), absent)
-        if len(memo) >= 8:
-            memo.pop(next(iter(memo)))
-        memo[key] = answer
-        return answer
+        return remember(memo, key, (rows, ids[rows].tolist(), absent), 8)
 
 
 @dataclass(frozen=True)
