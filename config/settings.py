@@ -353,6 +353,9 @@ SCANBENCH_DECODE_HIDDEN = [
 ]
 # A classification predictions table (CSV, unpacked) larger than this is refused before parsing.
 SCANBENCH_MAX_TABLE_BYTES = env.int("SCANBENCH_MAX_TABLE_BYTES", default=256 * 1024**2)
+# Each worker process keeps the decoded masks of the references it scores against, compactly,
+# up to this many bytes (evaluator/readers/kept.py; 0 turns it off; docs/production.md).
+SCANBENCH_REFERENCE_CACHE_BYTES = env.int("SCANBENCH_REFERENCE_CACHE_BYTES", default=256 * 1024**2)
 
 # --- Accounts (issue 9, docs/security.md "Accounts") ----------------------------------------------
 # EMAIL_BACKEND (above) defaults to the console: the embedded default prints verification and

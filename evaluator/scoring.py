@@ -41,6 +41,7 @@ from evaluator.metrics.segmentation import (
     case_metrics_and_counts,
     empty_label_metrics,
 )
+from evaluator.readers import kept
 from evaluator.readers.isolated import DecodeLimits, Decoder, decode_table_isolated
 from evaluator.readers.masks import (
     Grid,
@@ -323,13 +324,23 @@ def _decode(
     f: CaseFile, role: str, limits: ZipLimits, expected_shape: tuple[int, ...] | None = None
 ) -> Mask:
     err = InvalidReference if role == "reference" else InvalidSubmission
+
+    def decode(raw: bytes) -> Mask:
+        try:
+            return decode_mask(
+                raw,
+                f.extension,
+                max_voxel_bytes=limits.max_member_bytes,
+                expected_shape=expected_shape,
+            )
+        except MaskDecodeError as exc:
+            raise err(exc.problem(), file=f.display, case=f.case_id) from exc
+
     raw = f.read()
-    try:
-        return decode_mask(
-            raw, f.extension, max_voxel_bytes=limits.max_member_bytes, expected_shape=expected_shape
-        )
-    except MaskDecodeError as exc:
-        raise err(exc.problem(), file=f.display, case=f.case_id) from exc
+    if role == "reference" and expected_shape is None:
+        # scored again and again by a worker: kept decoded between submissions
+        return kept.reference_mask(raw, f.extension, limits.max_member_bytes, decode)
+    return decode(raw)
 
 
 class _PredictionMasks:

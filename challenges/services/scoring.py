@@ -19,6 +19,7 @@ from challenges.services.evaluations import (
 from challenges.services.references import ReferenceError_, reference_for_phase
 from challenges.services.storage import storage_local_path
 from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
+from evaluator.readers import kept
 from evaluator.readers.isolated import DecodeLimits
 from evaluator.readers.safe_zip import ZipLimits
 
@@ -94,6 +95,7 @@ def evaluation_score(*, evaluation_id: int) -> None:
         )
         return
     started = time.perf_counter()
+    kept.set_budget(settings.SCANBENCH_REFERENCE_CACHE_BYTES)
     try:
         reference = reference_for_phase(phase=phase)
         results: dict[str, dict[str, Any]] = {}

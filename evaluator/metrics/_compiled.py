@@ -1,14 +1,15 @@
 """Compiled inner loops of mask reading and the segmentation metrics (Numba), when installed.
 
 The loops: storing an inflated step's nonzero rows and noting them (:func:`_store_rows`,
-:func:`_clear_rows`); one read of a mask for its rows, counts, maximum, box and row spans
-(:func:`_row_bits`, :func:`_summary`); the true positives of two masks from their rows
-(:func:`_overlap`); surface voxels, from a mask's box (:func:`_surface_in_box`) or from its
-rows (:func:`_surface_in_rows`); the search of each surface voxel's nearest voxel on the other
-surface within a ball (:func:`_nearest_in_ball`) and beyond it (:func:`_nearest_far`). The
-platform installs Numba (``requirements.txt``); the ``scanbench`` client does not need it
-(``pip install 'scanbench[fast]'`` adds it). Without it, the readers and
-:mod:`evaluator.metrics.surface` take NumPy paths with the same results, several times slower.
+:func:`_clear_rows`), and writing back a kept mask's rows (:func:`_restore_rows`); one read of a
+mask for its rows, counts, maximum, box and row spans (:func:`_row_bits`, :func:`_summary`); the
+true positives of two masks from their rows (:func:`_overlap`); surface voxels, from a mask's
+box (:func:`_surface_in_box`) or from its rows (:func:`_surface_in_rows`); the search of each
+surface voxel's nearest voxel on the other surface within a ball (:func:`_nearest_in_ball`) and
+beyond it (:func:`_nearest_far`). The platform installs Numba (``requirements.txt``); the
+``scanbench`` client does not need it (``pip install 'scanbench[fast]'`` adds it). Without it,
+the readers and :mod:`evaluator.metrics.surface` take NumPy paths with the same results, several
+times slower.
 ``SCANBENCH_NO_COMPILED=1`` forces those paths; the tests compare the two.
 
 Every loop works on 3-D arrays; a 2-D mask is given a leading axis of length 1. Compiled code is
@@ -32,6 +33,7 @@ __all__ = [
     "nearest_far",
     "nearest_in_ball",
     "overlap",
+    "restore_rows",
     "row_bits",
     "store_rows",
     "summary",
@@ -225,6 +227,23 @@ def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs comp
             out = voxels[r]
             for k in range(np.uint64(width)):
                 out[k] = 0
+
+
+def _restore_rows(voxels: Any, dirty: Any, which: Any, packed: Any) -> None:  # pragma: no cover
+    """Zero the rows of ``voxels`` (2-D, uint8) marked in ``dirty`` (empty: none), then write
+    ``packed[t]`` into row ``which[t]`` for every t."""
+    n, width = voxels.shape
+    w = np.uint64(width)
+    if dirty.size:
+        for r in range(n):
+            if dirty[r]:
+                out = voxels[r]
+                for k in range(w):
+                    out[k] = 0
+    for t in range(which.size):
+        out, src = voxels[which[t]], packed[t]
+        for k in range(w):
+            out[k] = src[k]
 
 
 def _overlap(
@@ -488,6 +507,7 @@ row_bits = _compile(_row_bits)
 summary = _compile(_summary)
 store_rows = _compile(_store_rows)
 clear_rows = _compile(_clear_rows)
+restore_rows = _compile(_restore_rows)
 overlap = _compile(_overlap)
 surface_in_rows = _compile(_surface_in_rows)
 nearest_far = _compile(_nearest_far)

@@ -820,3 +820,86 @@ def decode_mask(
     except Exception as exc:  # any other fault of a decoder on these bytes
         raise MaskDecodeError(f"unreadable {ext} file ({type(exc).__name__})") from None
     return Mask(data, grid, lo, hi, summary)
+
+
+@dataclass(frozen=True)
+class PackedMask:
+    """A decoded one-byte mask kept compactly: only its rows (runs along the axis that is
+    contiguous in memory) holding a nonzero voxel, with what :func:`unpack_mask` needs to
+    give back an equal :class:`Mask`. Its arrays are shared by every mask unpacked from it and
+    never written (the summary's and ``row_or`` stay writable arrays only because the compiled
+    loops are compiled for those; ``which`` and ``packed`` are read-only)."""
+
+    shape: tuple[int, ...]
+    order: str  # "F" (NIfTI) or "C"
+    grid: Grid
+    min: int
+    max: int
+    summary: MaskSummary
+    row_bytes: int
+    which: NDArray[np.intp]  # the nonzero rows, in memory order
+    packed: NDArray[np.uint8]  # their bytes, (len(which), row_bytes)
+    row_or: NDArray[np.uint8]  # the OR of every row in memory order (the pool's note)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, to count against a cache's budget."""
+        arrays = (self.which, self.packed, self.row_or, self.summary.rows, self.summary.spans)
+        return sum(a.nbytes for a in arrays)
+
+
+def _read_only(a: NDArray[Any]) -> NDArray[Any]:
+    a.flags.writeable = False
+    return a
+
+
+def pack_mask(mask: Mask) -> PackedMask | None:
+    """``mask`` kept compactly (see :class:`PackedMask`), or ``None`` when it is not a
+    contiguous one-byte mask with a summary (other types are decoded afresh each time)."""
+    data, summary = mask.data, mask.summary
+    if summary is None or data.dtype != np.uint8 or data.ndim not in (2, 3) or data.size == 0:
+        return None
+    if data.flags.c_contiguous and not summary.transposed:
+        order, memory = "C", data
+    elif data.flags.f_contiguous and summary.transposed:
+        order, memory = "F", data.T
+    else:
+        return None
+    row_bytes = int(memory.shape[-1])
+    row_or = np.ascontiguousarray(summary.rows).reshape(-1)
+    if row_or.size * row_bytes != data.size:
+        return None
+    which = np.flatnonzero(row_or)
+    packed = memory.reshape(-1, row_bytes)[which]  # a copy: the mask's memory goes back to the pool
+    return PackedMask(
+        tuple(data.shape),
+        order,
+        mask.grid,
+        mask.min,
+        mask.max,
+        summary,
+        row_bytes,
+        _read_only(which),
+        _read_only(packed),
+        row_or.copy(),
+    )
+
+
+def unpack_mask(packed: PackedMask) -> Mask:
+    """A :class:`Mask` equal to the one that was packed, its voxels in memory from the pool
+    (writing only its nonzero rows, and zeroing those a previous mask left there)."""
+    nbytes = math.prod(packed.shape)
+    buffer, dirty = _POOL.take(nbytes, packed.row_bytes)
+    voxels = np.frombuffer(buffer, dtype=np.uint8)
+    from evaluator.metrics import _compiled
+
+    rows = voxels.reshape(-1, packed.row_bytes)
+    if _compiled.restore_rows is not None:  # a packed mask has a summary: Numba is there
+        _compiled.restore_rows(rows, dirty, packed.which, packed.packed)
+    else:  # pragma: no cover - only if Numba went away after packing
+        rows[dirty.nonzero()[0]] = 0
+        rows[packed.which] = packed.packed
+    del rows
+    weakref.finalize(voxels, _POOL.give, buffer, packed.row_or, packed.row_bytes)
+    data = voxels.reshape(packed.shape, order=packed.order)  # type: ignore[call-overload]
+    return Mask(data, packed.grid, packed.min, packed.max, packed.summary)
