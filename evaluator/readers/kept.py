@@ -5,12 +5,12 @@ reference's ``.nii.gz`` files again for each one costs as much as inflating the 
 own, so a one-byte reference mask is kept after its second decoding as a
 :class:`~evaluator.readers.masks.PackedMask` (only its nonzero rows: about a tenth of the
 voxels of a typical organ or lesion mask) and unpacked into reused memory the next times. A
-file is known by the SHA-256 of its bytes (read each time: a few microseconds for a
-compressed mask), its type and the size limit it was decoded under, never by its name or
-modification time, so a file replaced in place (within the file system's clock tick, at the
-same size) is decoded afresh all the same. Masks seen once
-are only noted (a one-off ``scanbench score`` pays nothing for the cache); those that do not
-fit the budget are simply decoded each time; the least recently used go first.
+file is known by the SHA-256 of its bytes (read and hashed each time: about 30 µs for a
+compressed 256 x 256 x 128 mask), its type and the size limit it was decoded under, never by
+its name or modification time, so a file replaced in place (within the file system's clock
+tick, at the same size) is decoded afresh all the same. Masks seen once are only noted (a
+one-off ``scanbench score`` keeps nothing); those that do not fit the budget are decoded each
+time; the least recently used go first.
 
 The budget is :data:`DEFAULT_BUDGET_BYTES` per process unless set with :func:`set_budget`
 (the platform sets ``SCANBENCH_REFERENCE_CACHE_BYTES``; 0 turns the cache off).
