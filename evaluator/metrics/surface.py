@@ -31,7 +31,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -67,6 +67,31 @@ FAR_CELL_SHIFT = 3
 FAR_GRID_MAX_POINTS = 4000
 
 
+class SurfaceMemo:
+    """Surfaces of one mask kept with its summary, by the padding the compiled search wants:
+    only for masks that are themselves kept between submissions (a reference's:
+    :mod:`evaluator.readers.kept`), whose keeper decides what fits its budget. ``admit``, set
+    by the keeper, is called as ``admit(memo, nbytes, store)`` and calls ``store()`` when the
+    surface may stay; without it nothing is kept."""
+
+    def __init__(self) -> None:
+        self._got: dict[Any, tuple[Any, int]] = {}
+        self.admit: Callable[[SurfaceMemo, int, Callable[[], None]], None] | None = None
+
+    def get(self, key: Any) -> Any:
+        got = self._got.get(key)
+        return None if got is None else got[0]
+
+    def put(self, key: Any, value: Any, nbytes: int) -> None:
+        admit = self.admit
+        if admit is not None and key not in self._got:
+            admit(self, nbytes, lambda: self._got.__setitem__(key, (value, nbytes)))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _v, n in list(self._got.values()))
+
+
 @dataclass(frozen=True)
 class MaskSummary:
     """What one read of a one-byte mask tells: its nonzero voxels, largest value and box, and
@@ -84,6 +109,8 @@ class MaskSummary:
     spans: NDArray[np.int32]  # first and last nonzero voxel of each nonzero row, (n0, n1, 2)
     transposed: bool
     ndim: int
+    #: the mask's surfaces, when the mask is kept between submissions (else None)
+    memo: SurfaceMemo | None = field(default=None, compare=False, repr=False)
 
 
 def _c_view(mask: NDArray[Any]) -> tuple[NDArray[Any], bool] | None:
@@ -459,6 +486,10 @@ def _surface_of(
     box = _with_margin(box, mask.shape)
     if summary is None or pad is None or _compiled.surface_in_rows is None:
         return _Surface(box, *_surface_in_box(mask, box), None)
+    memo = summary.memo
+    key = (tuple(int(x) for x in pad), mask.shape)
+    if memo is not None and (known := memo.get(key)) is not None:
+        return known
     bounds = [0, 1] if mask.ndim == 2 else []
     bounds += [v for b in box for v in (b.start, b.stop)]
     padded8, idx3 = _compiled.surface_in_rows(
@@ -477,8 +508,12 @@ def _surface_of(
         )
     ]
     if mask.ndim == 2:
-        return _Surface(box, inner[0], idx3[:, 1:], padded)
-    return _Surface(box, inner, idx3, padded)
+        got = _Surface(box, inner[0], idx3[:, 1:], padded)
+    else:
+        got = _Surface(box, inner, idx3, padded)
+    if memo is not None:
+        memo.put(key, got, padded.nbytes + idx3.nbytes)
+    return got
 
 
 def _box_size(box: tuple[slice, ...] | None) -> int:

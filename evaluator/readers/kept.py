@@ -10,7 +10,8 @@ compressed 256 x 256 x 128 mask), its type and the size limit it was decoded und
 its name or modification time, so a file replaced in place (within the file system's clock
 tick, at the same size) is decoded afresh all the same. Masks seen once are only noted (a
 one-off ``scanbench score`` keeps nothing); those that do not fit the budget are decoded each
-time; the least recently used go first.
+time; the least recently used go first. The surfaces scoring computes for a kept mask are kept
+with it while the budget has room for them (they are never a reason to let a mask go).
 
 The budget is :data:`DEFAULT_BUDGET_BYTES` per process unless set with :func:`set_budget`
 (the platform sets ``SCANBENCH_REFERENCE_CACHE_BYTES``; 0 turns the cache off).
@@ -20,11 +21,13 @@ child on the platform.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Callable
 
 from evaluator._lru import recall, remember
+from evaluator.metrics.surface import SurfaceMemo
 from evaluator.readers.masks import Mask, PackedMask, pack_mask, unpack_mask
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "budget", "clear", "kept_bytes", "reference_mask", "set_budget"]
@@ -105,5 +108,21 @@ def reference_mask(
             _evict(got.nbytes)
             _kept[key] = got
             _bytes += got.nbytes
+            if got.summary.memo is not None:
+                got.summary.memo.admit = functools.partial(_admit, key)
         _seen.pop(key, None)
     return mask
+
+
+def _admit(key: _Key, memo: SurfaceMemo, nbytes: int, store: Callable[[], None]) -> None:
+    """Keep a surface scoring computed for the kept mask ``key`` (``store()``) when the budget
+    has room for it; no mask is let go for a surface (a mask costs more to decode again than
+    its surface to compute, and takes less memory). The mask's bytes count it from then on."""
+    global _bytes
+    with _lock:
+        entry = _kept.get(key)
+        if entry is None or entry.summary.memo is not memo or _bytes + nbytes > _budget:
+            return
+        _bytes -= entry.nbytes
+        store()
+        _bytes += entry.nbytes

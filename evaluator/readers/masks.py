@@ -18,6 +18,7 @@ and honour ``max_length`` exactly, so the size limits below hold with either.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluator.metrics.surface import MaskSummary, summarize
+from evaluator.metrics.surface import MaskSummary, SurfaceMemo, summarize
 
 __all__ = [
     "DECOMPRESSOR",
@@ -843,9 +844,11 @@ class PackedMask:
 
     @property
     def nbytes(self) -> int:
-        """Memory held, to count against a cache's budget."""
+        """Memory held, to count against a cache's budget (the surfaces kept with the summary
+        included)."""
         arrays = (self.which, self.packed, self.row_or, self.summary.rows, self.summary.spans)
-        return sum(a.nbytes for a in arrays)
+        memo = self.summary.memo
+        return sum(a.nbytes for a in arrays) + (0 if memo is None else memo.nbytes)
 
 
 def _read_only(a: NDArray[Any]) -> NDArray[Any]:
@@ -877,7 +880,8 @@ def pack_mask(mask: Mask) -> PackedMask | None:
         mask.grid,
         mask.min,
         mask.max,
-        summary,
+        # its own copy of the summary, with room for the surfaces scoring will compute
+        dataclasses.replace(summary, memo=SurfaceMemo()),
         row_bytes,
         _read_only(which),
         _read_only(packed),

@@ -84,8 +84,30 @@ def test_kept_reference_masks_score_exactly_as_decoded_ones(two_references):
         assert scored(ref_a, pred_a) == first_a
         assert scored(ref_b, pred_b, workers=1) == first_b
     assert len(kept._kept) == 7 + 4
-    # compact: less than the voxels themselves (11 masks of 40 x 36 x 24 bytes)
-    assert 0 < kept.kept_bytes() < 11 * 40 * 36 * 24
+    entries = list(kept._kept.values())
+    # the rows: less than the voxels themselves (11 masks of 40 x 36 x 24 bytes)
+    assert sum(e.packed.nbytes for e in entries) < 11 * 40 * 36 * 24
+    # the surfaces of the binary, non-empty ones were kept with them, and counted
+    with_surfaces = [e for e in entries if e.summary.memo is not None and e.summary.memo.nbytes]
+    assert len(with_surfaces) == 3 + 1 + 4  # a0, a2, a4, a_full, b0-b3
+    assert kept.kept_bytes() == sum(e.nbytes for e in entries) <= kept.budget()
+
+
+def test_surfaces_are_kept_only_within_the_budget(two_references):
+    """A budget that holds the masks but not their surfaces: the surfaces are computed each
+    time, the scores do not change, and the count stays exact."""
+    (ref_a, pred_a), _ = two_references
+    first = scored(ref_a, pred_a)
+    scored(ref_a, pred_a)
+    entries = list(kept._kept.values())
+    rows_only = sum(e.nbytes - e.summary.memo.nbytes for e in entries)
+    kept.clear()
+    kept.set_budget(rows_only + 1)
+    for _ in range(4):
+        assert scored(ref_a, pred_a) == first
+    assert len(kept._kept) == 7
+    assert kept.kept_bytes() == sum(e.nbytes for e in kept._kept.values()) <= rows_only + 1
+    assert not any(e.summary.memo.nbytes for e in kept._kept.values())
 
 
 def test_a_packed_mask_unpacks_to_the_same_voxels_over_a_dirty_buffer(monkeypatch):
