@@ -379,21 +379,31 @@ def _nearest_far(
     for t in range(m):
         members[fill[which[t]]] = t
         fill[which[t]] += 1
+    # the members' coordinates in cube order, one array per axis: a cube is read as contiguous
+    # runs instead of through the member list
+    m0, m1, m2 = np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp), np.empty(m, dtype=np.intp)
+    for v in range(m):
+        w = members[v]
+        m0[v], m1[v], m2[v] = q[w, 0], q[w, 1], q[w, 2]
     cells = np.flatnonzero(starts[1:] > starts[:-1])
     nc = cells.size
     # the box of each non-empty cube's own voxels, [lo, hi] per axis: a surface crosses a cube
     # as a thin sheet, so this bound is much tighter than the cube's
-    corner = np.empty((nc, 6), dtype=np.intp)
+    # one array per bound (structure of arrays): the bounds of all cubes for a point are then
+    # computed in one loop without a branch, which vectorizes; the cubes are read in a second
+    lo0, hi0 = np.empty(nc, dtype=np.intp), np.empty(nc, dtype=np.intp)
+    lo1, hi1 = np.empty(nc, dtype=np.intp), np.empty(nc, dtype=np.intp)
+    lo2, hi2 = np.empty(nc, dtype=np.intp), np.empty(nc, dtype=np.intp)
     for u in range(nc):
         c = cells[u]
         w = members[starts[c]]
-        for a in range(3):
-            corner[u, 2 * a] = corner[u, 2 * a + 1] = q[w, a]
+        a0, b0, a1, b1, a2, b2 = q[w, 0], q[w, 0], q[w, 1], q[w, 1], q[w, 2], q[w, 2]
         for v in range(starts[c] + 1, starts[c + 1]):
-            w = members[v]
-            for a in range(3):
-                corner[u, 2 * a] = min(corner[u, 2 * a], q[w, a])
-                corner[u, 2 * a + 1] = max(corner[u, 2 * a + 1], q[w, a])
+            a0, b0 = min(a0, m0[v]), max(b0, m0[v])
+            a1, b1 = min(a1, m1[v]), max(b1, m1[v])
+            a2, b2 = min(a2, m2[v]), max(b2, m2[v])
+        lo0[u], hi0[u], lo1[u], hi1[u], lo2[u], hi2[u] = a0, b0, a1, b1, a2, b2
+    bound = np.empty(nc, dtype=np.float64)
     near = 0  # the nearest voxel of the previous point: a close first guess for the next
     for t in range(todo.size):
         i = todo[t]
@@ -403,20 +413,21 @@ def _nearest_far(
         d2 = (x2 - q[near, 2]) * s2
         best = d0 * d0 + d1 * d1 + d2 * d2
         for u in range(nc):
-            d0 = max(corner[u, 0] - x0, x0 - corner[u, 1], 0) * s0
-            d1 = max(corner[u, 2] - x1, x1 - corner[u, 3], 0) * s1
-            d2 = max(corner[u, 4] - x2, x2 - corner[u, 5], 0) * s2
-            if d0 * d0 + d1 * d1 + d2 * d2 >= best:
+            e0 = max(lo0[u] - x0, x0 - hi0[u], 0) * s0
+            e1 = max(lo1[u] - x1, x1 - hi1[u], 0) * s1
+            e2 = max(lo2[u] - x2, x2 - hi2[u], 0) * s2
+            bound[u] = e0 * e0 + e1 * e1 + e2 * e2
+        for u in range(nc):
+            if bound[u] >= best:
                 continue  # no voxel of this cube is nearer than the nearest found
             c = cells[u]
             for v in range(starts[c], starts[c + 1]):
-                w = members[v]
-                d0 = (x0 - q[w, 0]) * s0
-                d1 = (x1 - q[w, 1]) * s1
-                d2 = (x2 - q[w, 2]) * s2
+                d0 = (x0 - m0[v]) * s0
+                d1 = (x1 - m1[v]) * s1
+                d2 = (x2 - m2[v]) * s2
                 d = d0 * d0 + d1 * d1 + d2 * d2
                 if d < best:
-                    best, near = d, w
+                    best, near = d, members[v]
         out[i] = np.sqrt(best)
 
 
