@@ -897,13 +897,8 @@ def unpack_mask(packed: PackedMask) -> Mask:
     voxels = np.frombuffer(buffer, dtype=np.uint8)
     from evaluator.metrics import _compiled
 
-    rows = voxels.reshape(-1, packed.row_bytes)
-    if _compiled.restore_rows is not None:  # a packed mask has a summary: Numba is there
-        _compiled.restore_rows(rows, dirty, packed.which, packed.packed)
-    else:  # pragma: no cover - only if Numba went away after packing
-        rows[dirty.nonzero()[0]] = 0
-        rows[packed.which] = packed.packed
-    del rows
+    assert _compiled.restore_rows is not None  # a packed mask has a summary: Numba is there
+    _compiled.restore_rows(voxels.reshape(-1, packed.row_bytes), dirty, packed.which, packed.packed)
     weakref.finalize(voxels, _POOL.give, buffer, packed.row_or, packed.row_bytes)
     data = voxels.reshape(packed.shape, order=packed.order)  # type: ignore[call-overload]
     return Mask(data, packed.grid, packed.min, packed.max, packed.summary)
