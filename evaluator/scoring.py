@@ -54,7 +54,7 @@ from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_membe
 from evaluator.readers.sources import CaseFile, CaseFiles, list_case_files
 from evaluator.stats.intervals import (
     Interval,
-    bootstrap_mean_interval,
+    bootstrap_mean_intervals,
     delong_interval,
     wilson_interval,
 )
@@ -639,18 +639,20 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
 def _mean_intervals(
     cases: Mapping[str, Mapping[str, float | None]], options: ScoreOptions
 ) -> dict[str, dict[str, object]]:
-    out: dict[str, dict[str, object]] = {}
     if options.bootstrap <= 0 or not cases:
-        return out
+        return {}
     keys = list(next(iter(cases.values())).keys())
-    for k in keys:
-        vals = np.array(
+    columns = {
+        k: np.array(
             [math.nan if c.get(k) is None else c[k] for c in cases.values()], dtype=np.float64
         )
-        out[k] = bootstrap_mean_interval(
-            vals, n_resamples=options.bootstrap, seed=options.seed, level=options.confidence_level
-        ).to_json()
-    return out
+        for k in keys
+    }
+    # one set of resamples for every metric (the same draws each would get alone)
+    got = bootstrap_mean_intervals(
+        columns, n_resamples=options.bootstrap, seed=options.seed, level=options.confidence_level
+    )
+    return {k: got[k].to_json() for k in keys}
 
 
 # ------------------------------------------------------------------------- classification

@@ -8,7 +8,7 @@ interval; the AUC uses DeLong's variance.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -21,6 +21,7 @@ __all__ = [
     "Interval",
     "bootstrap_interval",
     "bootstrap_mean_interval",
+    "bootstrap_mean_intervals",
     "delong_interval",
     "resample_counts",
     "wilson_interval",
@@ -97,21 +98,44 @@ def bootstrap_mean_interval(
 ) -> Interval:
     """Percentile bootstrap interval of the mean over cases; NaN cases are left out of each
     resample's mean (they are "undefined by definition")."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0 or n_resamples <= 0:
-        return Interval(None, None, "bootstrap", level)
-    w = resample_counts(v.size, n_resamples, seed)
-    ok = ~np.isnan(v)
-    sums = w @ np.where(ok, v, 0.0)
-    counts = w @ ok.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-    means = means[~np.isnan(means)]
-    if means.size == 0:
-        return Interval(None, None, "bootstrap", level)
+    got = bootstrap_mean_intervals({"": values}, n_resamples=n_resamples, seed=seed, level=level)
+    return got[""]
+
+
+def bootstrap_mean_intervals(
+    columns: Mapping[str, NDArray[np.float64]],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Interval]:
+    """:func:`bootstrap_mean_interval` of several metrics over the same cases (every column
+    one value per case, in the same order), with the same resamples: they are drawn once for
+    all columns (drawing is most of the cost), and each column's interval is the one
+    :func:`bootstrap_mean_interval` gives for it alone."""
+    sizes = {np.asarray(v).size for v in columns.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(sizes)}")
+    n_cases = sizes.pop() if sizes else 0
+    if n_cases == 0 or n_resamples <= 0:
+        return {k: Interval(None, None, "bootstrap", level) for k in columns}
+    w = resample_counts(n_cases, n_resamples, seed)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return Interval(_clean(float(lo)), _clean(float(hi)), "bootstrap", level)
+    out: dict[str, Interval] = {}
+    for key, values in columns.items():
+        v = np.asarray(values, dtype=np.float64)
+        ok = ~np.isnan(v)
+        sums = w @ np.where(ok, v, 0.0)
+        counts = w @ ok.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = sums / counts
+        means = means[~np.isnan(means)]
+        if means.size == 0:
+            out[key] = Interval(None, None, "bootstrap", level)
+            continue
+        lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+        out[key] = Interval(_clean(float(lo)), _clean(float(hi)), "bootstrap", level)
+    return out
 
 
 def bootstrap_interval(

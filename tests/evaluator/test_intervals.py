@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from evaluator.stats import bootstrap_mean_interval, delong_interval, wilson_interval
-from evaluator.stats.intervals import bootstrap_interval, resample_counts
+from evaluator.stats.intervals import (
+    bootstrap_interval,
+    bootstrap_mean_intervals,
+    resample_counts,
+)
 
 
 def test_wilson_known_values():
@@ -50,6 +54,36 @@ def test_bootstrap_leaves_undefined_cases_out():
     v = np.array([1.0, np.nan, 1.0, 1.0])
     ci = bootstrap_mean_interval(v, n_resamples=100)
     assert ci.low == ci.high == 1.0
+
+
+def test_several_metrics_share_resamples_and_each_gets_its_own_interval():
+    # a report's metrics get their intervals from one set of drawn resamples; each must still be
+    # the percentile interval of its own resampled means (undefined cases left out), computed
+    # here one resample at a time from the drawn cases
+    rng = np.random.default_rng(5)
+    dice = rng.random(40)
+    hd95 = rng.gamma(2.0, 3.0, 40)
+    hd95[[3, 17, 18]] = np.nan  # undefined for these cases
+    never = np.full(40, np.nan)
+    got = bootstrap_mean_intervals(
+        {"dice": dice, "hd95": hd95, "never": never}, n_resamples=300, seed=11, level=0.9
+    )
+    w = resample_counts(40, 300, seed=11)
+    for name, v in (("dice", dice), ("hd95", hd95)):
+        means = []
+        for counts in w:
+            drawn = np.repeat(v, counts.astype(int))
+            drawn = drawn[~np.isnan(drawn)]
+            if drawn.size:
+                means.append(drawn.mean())
+        lo, hi = np.quantile(means, [0.05, 0.95])
+        assert got[name].low == pytest.approx(lo, rel=1e-12)
+        assert got[name].high == pytest.approx(hi, rel=1e-12)
+        assert got[name].level == 0.9 and got[name].method == "bootstrap"
+        assert got[name] == bootstrap_mean_interval(v, n_resamples=300, seed=11, level=0.9)
+    assert got["never"].low is None and got["never"].high is None
+    with pytest.raises(ValueError, match="different lengths"):
+        bootstrap_mean_intervals({"a": dice, "b": dice[:5]})
 
 
 def test_resample_counts_sum_to_the_number_of_cases():
