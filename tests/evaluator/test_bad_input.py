@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import stat
 import zipfile
 from pathlib import Path
@@ -336,3 +337,35 @@ def test_probabilities_read_exactly_as_python_floats_whatever_their_form():
     nan_body = body + "c20000,nan\n"
     with pytest.raises(InvalidSubmission, match="column 'score' is NaN"):
         read_predictions_csv(nan_body.encode(), "p.csv", classes=[0, 1])
+
+
+def test_a_file_swapped_after_listing_is_read_safely(tmp_path):
+    # the listing refuses symbolic links and large files; what is read later is checked again,
+    # so a link, a FIFO or a grown file put in a listed file's place is refused (never followed,
+    # never waited on, never read whole), with the file's name and no server path
+    from evaluator.readers.sources import list_case_files
+
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    for name in ("a", "b", "c", "d"):
+        (folder / f"{name}.npy").write_bytes(b"x" * 100)
+    secret = tmp_path / "secret.npy"
+    secret.write_bytes(b"hidden reference bytes")
+    limits = ZipLimits(max_member_bytes=1000)
+    with list_case_files(folder, role="prediction", limits=limits) as listed:
+        assert listed.files["a"].read() == b"x" * 100
+        (folder / "b.npy").unlink()
+        (folder / "b.npy").symlink_to(secret)
+        (folder / "c.npy").unlink()
+        os.mkfifo(folder / "c.npy")
+        (folder / "d.npy").write_bytes(b"x" * 1001)
+        expected = {
+            "b": "b.npy: symbolic links are not allowed",
+            "c": "c.npy: not a regular file",
+            "d": "d.npy: file size 1001 bytes is over the limit 1000",
+        }
+        for case, message in expected.items():
+            with pytest.raises(InvalidSubmission) as info:
+                listed.files[case].read()
+            assert str(info.value) == message
+            assert str(tmp_path) not in str(info.value)
