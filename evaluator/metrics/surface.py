@@ -305,12 +305,16 @@ def _ball_offsets(
 class _Surface(NamedTuple):
     """A mask's surface: its box (with one voxel of margin), the surface inside that box, the
     surface voxels' indices in the full array, and, when the compiled search will read it, the
-    same surface already surrounded by ``reach`` empty voxels on every side (3-D)."""
+    same surface already surrounded by ``reach`` empty voxels on every side (3-D). ``lo``: the
+    voxel at the padded array's first voxel plus ``reach``, when that is not the box's first
+    voxel (the eight-at-a-time surface widens the box along the last axis so that its words
+    line up with the mask's)."""
 
     box: tuple[slice, ...]
     surf: BoolArray
     idx: NDArray[np.intp]
     padded: BoolArray | None
+    lo: tuple[int, ...] | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -348,7 +352,7 @@ def _nearest(
     n, ndim = ip.shape
     sp_t = tuple(float(x) for x in spacing)
     kernel = _compiled.nearest_in_ball if ndim in (2, 3) else None
-    lo = np.array([s.start for s in q.box], dtype=np.intp)
+    lo = np.array([s.start for s in q.box] if q.lo is None else q.lo, dtype=np.intp)
     if kernel is not None:
         out = np.empty(n)
         offs, lengths, reach = _compiled_ball(sp_t)
@@ -492,25 +496,52 @@ def _surface_of(
         return known
     bounds = [0, 1] if mask.ndim == 2 else []
     bounds += [v for b in box for v in (b.start, b.stop)]
-    padded8, idx3 = _compiled.surface_in_rows(
-        _as_3d(mask).view(np.uint8),
-        summary.rows,
-        summary.spans,
-        np.array(bounds, dtype=np.intp),
-        mask.ndim == 2,
-        pad,
-    )
-    padded = padded8.view(np.bool_)
+    mask3 = _as_3d(mask).view(np.uint8)
+    lo: tuple[int, ...] | None = None
+    if (
+        _compiled.surface_in_words is not None
+        and mask3.shape[2] % 8 == 0
+        and mask3.ctypes.data % 8 == 0
+        and summary.max <= 1
+    ):
+        # eight voxels at a time; the padded array starts, along the last axis, at a multiple
+        # of 8 at least one reach before the box and ends at least one reach after it
+        b2, e2, p2 = bounds[4], bounds[5], int(pad[2])
+        start2 = (b2 - p2) // 8 * 8
+        width2 = -(-(max(e2 + p2, -(-e2 // 8) * 8) - start2) // 8) * 8
+        words, idx3 = _compiled.surface_in_words(
+            mask3.view(np.uint64),
+            summary.rows,
+            summary.spans,
+            np.array(bounds, dtype=np.intp),
+            mask.ndim == 2,
+            pad,
+            start2,
+            width2,
+        )
+        padded = words.view(np.uint8).view(np.bool_)
+        first = (int(pad[0]), int(pad[1]), b2 - start2)
+        lo = (bounds[0], bounds[2], start2 + p2)[3 - mask.ndim :]
+    else:
+        padded8, idx3 = _compiled.surface_in_rows(
+            mask3,
+            summary.rows,
+            summary.spans,
+            np.array(bounds, dtype=np.intp),
+            mask.ndim == 2,
+            pad,
+        )
+        padded = padded8.view(np.bool_)
+        first = (int(pad[0]), int(pad[1]), int(pad[2]))
     inner = padded[
         tuple(
-            slice(int(r), int(r) + (e - b))
-            for r, b, e in zip(pad, bounds[::2], bounds[1::2], strict=True)
+            slice(f, f + (e - b)) for f, b, e in zip(first, bounds[::2], bounds[1::2], strict=True)
         )
     ]
     if mask.ndim == 2:
-        got = _Surface(box, inner[0], idx3[:, 1:], padded)
+        got = _Surface(box, inner[0], idx3[:, 1:], padded, lo)
     else:
-        got = _Surface(box, inner, idx3, padded)
+        got = _Surface(box, inner, idx3, padded, lo)
     if memo is not None:
         memo.put(key, got, padded.nbytes + idx3.nbytes)
     return got
