@@ -158,6 +158,20 @@ def test_grid_origin_mismatch(tmp_path, ref_dir, write_masks):
     )
 
 
+def test_a_grid_within_tolerance_is_accepted(tmp_path, ref_dir, write_masks):
+    # headers written by another tool round spacing and origin a little differently: within
+    # the tolerances the prediction is scored (equal headers skip the tolerance checks; nearly
+    # equal ones must still pass them)
+    import nibabel as nib
+
+    pred = write_masks(tmp_path / "pred", {"p1": cube()})
+    affine = np.diag([1.0 + 1e-6, 1.0, 1.0 - 1e-6, 1.0])
+    affine[:3, 3] = [2e-4, 0.0, -2e-4]
+    nib.save(nib.Nifti1Image(cube(), affine), pred / "p2.nii.gz")
+    report = score("segmentation", ref_dir, pred, options=ScoreOptions(bootstrap=0))
+    assert report.meta["n_cases"] == 2
+
+
 def test_label_not_in_reference(tmp_path, ref_dir, write_masks):
     pred = write_masks(tmp_path / "pred", {"p1": cube(), "p2": cube(label=3)})
     assert "case p2: label 3 does not occur in the reference (labels: 0, 1)" in seg_error(
