@@ -162,6 +162,32 @@ def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> C
     return read
 
 
+def _walk(root: Path, err: ErrorClass) -> list[tuple[str, str, bool, bool]]:
+    """Every entry below ``root`` as (relative path with "/", full path, is a symbolic link,
+    is a folder), in the order of their path components (``sorted(root.rglob("*"))``'s).
+    Symbolic links are listed, never followed; a folder that cannot be read is an error."""
+    found: list[tuple[list[str], str, str, bool, bool]] = []
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    rel = prefix + e.name
+                    link = e.is_symlink()
+                    is_dir = not link and e.is_dir(follow_symlinks=False)
+                    found.append((rel.split("/"), rel, e.path, link, is_dir))
+                    if is_dir:
+                        stack.append((e.path, rel + "/"))
+        except OSError as exc:
+            raise err(
+                f"folder cannot be read ({exc.strerror or type(exc).__name__})",
+                file=prefix.rstrip("/") or root.name,
+            ) from exc
+    found.sort(key=lambda f: f[0])
+    return [(rel, full, link, is_dir) for _parts, rel, full, link, is_dir in found]
+
+
 def list_case_files(
     path: Path,
     *,
@@ -184,15 +210,14 @@ def list_case_files(
     if path.is_symlink():
         raise err("symbolic links are not allowed", file=shown)
     if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            rel = p.relative_to(path).as_posix()
+        for rel, full, link, is_dir in _walk(path, err):
             if _ignored(rel):
                 continue
-            if p.is_symlink():
+            if link:
                 raise err("symbolic links are not allowed", file=rel)
-            if p.is_dir():
+            if is_dir:
                 continue
-            read = _file_reader(p, limits.max_member_bytes, rel, err)
+            read = _file_reader(Path(full), limits.max_member_bytes, rel, err)
             _add(files, rel, rel, read, extensions, err, shown)
         return CaseFiles(files, shown)
     if not path.exists():

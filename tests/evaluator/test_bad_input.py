@@ -383,3 +383,29 @@ def test_a_file_swapped_after_listing_is_read_safely(tmp_path):
                 listed.files[case].read()
             assert str(info.value) == message
             assert str(tmp_path) not in str(info.value)
+
+
+def test_a_folder_is_listed_recursively_in_path_order(tmp_path):
+    # cases in subfolders count, hidden files and __MACOSX folders do not, the order is that
+    # of the path components (as sorted(rglob) gives it: "a/..." before "a-b/...", unlike the
+    # plain strings), and a linked folder is refused, not followed into
+    from evaluator.readers.sources import list_case_files
+
+    root = tmp_path / "pred"
+    for rel in ("b.npy", "a/z.npy", "a-b/c.npy", "a/b/y.npy", ".hidden.npy", "__MACOSX/q.npy"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    with list_case_files(root, role="prediction") as listed:
+        assert [f.display for f in listed.files.values()] == [
+            "a/b/y.npy",
+            "a/z.npy",
+            "a-b/c.npy",
+            "b.npy",
+        ]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.npy").write_bytes(b"hidden")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidSubmission) as info:
+        list_case_files(root, role="prediction")
+    assert str(info.value) == "link: symbolic links are not allowed"
