@@ -51,6 +51,8 @@ from evaluator.readers.masks import (
     Mask,
     MaskDecodeError,
     decode_mask,
+    pack_mask,
+    restore_rows,
     reused_voxel_memory,
 )
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
@@ -83,6 +85,7 @@ class DecodeLimits:
 
 _PRELOAD = (
     "evaluator.readers.tables",
+    "evaluator.metrics._compiled",
     "nibabel",
     "nrrd",
     "PIL.PngImagePlugin",
@@ -171,6 +174,46 @@ def _warm_up() -> None:
             read_predictions_csv(text, "warm-up", classes=[0, 1])
     with contextlib.suppress(Exception):
         read_predictions_csv(b"case_id,label\na,1\n", "warm-up", classes=[0, 1, 2])
+    with contextlib.suppress(Exception):
+        _warm_up_masks()
+
+
+def _warm_up_masks() -> None:
+    """Decode a small mask of each format and layout the children decode, and pack it as a
+    child sends it: Numba's compiled loops (its own import included) are loaded here, before
+    any child locks itself down. A locked-down child may not be able to import what Numba
+    imports lazily (the interpreter's own library can sit under a hidden home folder); without
+    this, its decoding would fall back to the slow NumPy paths."""
+    import gzip
+    import io
+
+    import nibabel as nib
+    from PIL import Image
+
+    from evaluator.metrics import _compiled
+
+    if _compiled.store_rows is None:
+        return
+    masks_3d = [np.zeros((16, 8, 4), np.uint8), np.zeros((24, 8, 4), np.uint8)]
+    masks_3d[0][3:9, 2:6, 1:3] = 1
+    masks_3d[1][5:7, 1:3, 0:2] = 2
+    files: list[tuple[bytes, str]] = []
+    for data in (*masks_3d, masks_3d[0][:, :, 0]):
+        raw = nib.Nifti1Image(data, np.eye(4)).to_bytes()  # type: ignore[no-untyped-call]
+        files += [(gzip.compress(raw), ".nii.gz"), (raw, ".nii")]
+        npy = io.BytesIO()
+        np.save(npy, np.ascontiguousarray(data))
+        files.append((npy.getvalue(), ".npy"))
+    png = io.BytesIO()
+    Image.fromarray(masks_3d[0][:, :, 1] * 255).save(png, format="PNG")
+    files.append((png.getvalue(), ".png"))
+    with reused_voxel_memory():
+        # the same size again with other rows: a reused buffer has its old rows cleared
+        for raw, ext in files + files[:2]:
+            with contextlib.suppress(MaskDecodeError):
+                mask = decode_mask(raw, ext)
+                pack_mask(mask)
+                del mask
 
 
 def _zygote_main(fd: int) -> None:
@@ -570,6 +613,28 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                 except Exception as exc:
                     _send(conn, {**_error_header(exc, case), "file": f.display})
                     continue
+                g = mask.grid
+                geometry = {
+                    "spacing": list(g.spacing) if g.spacing is not None else None,
+                    "affine": g.affine.tolist() if g.affine is not None else None,
+                    "space": g.space,
+                }
+                packed = pack_mask(mask)
+                if packed is not None:
+                    # a one-byte mask goes as its rows (runs along the axis contiguous in memory)
+                    # that hold a voxel, with their numbers: a tenth of its bytes for an organ
+                    header = {
+                        "ok": True,
+                        "dtype": "|u1",
+                        "shape": list(packed.shape),
+                        "order": packed.order,
+                        "rows": int(packed.which.size),
+                        **geometry,
+                    }
+                    _send(conn, header, packed.which.astype("<i8").data)
+                    conn.send_bytes(packed.packed.reshape(-1).data)  # 1-D even with no rows
+                    del mask, packed  # its memory goes back for the next case
+                    continue
                 # a Fortran-ordered array (NIfTI) goes as its transpose's bytes, without a copy
                 order = (
                     "F"
@@ -577,20 +642,14 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                     else "C"
                 )
                 data = mask.data.T if order == "F" else np.ascontiguousarray(mask.data)
-                g = mask.grid
-                _send(
-                    conn,
-                    {
-                        "ok": True,
-                        "dtype": data.dtype.str,
-                        "shape": list(mask.data.shape),
-                        "order": order,
-                        "spacing": list(g.spacing) if g.spacing is not None else None,
-                        "affine": g.affine.tolist() if g.affine is not None else None,
-                        "space": g.space,
-                    },
-                    data.data.cast("B"),
-                )
+                header = {
+                    "ok": True,
+                    "dtype": data.dtype.str,
+                    "shape": list(mask.data.shape),
+                    "order": order,
+                    **geometry,
+                }
+                _send(conn, header, data.data.cast("B"))
                 del mask, data  # its memory goes back for the next case
     except EOFError:
         return
@@ -746,10 +805,21 @@ class Decoder:
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes > max_bytes:
                 raise self._protocol_error()
-            raw = self._recv(nbytes + 1)
-        if len(raw) != nbytes:
-            raise self._protocol_error()
-        arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload]
+            if "rows" in h:  # a one-byte mask as its nonzero rows (see _child)
+                got = self._packed_rows(h, shape, dtype)
+            else:
+                raw = self._recv(nbytes + 1)
+                if len(raw) != nbytes:
+                    raise self._protocol_error()
+        rows = None
+        if "rows" in h:
+            which, packed = got
+            try:
+                arr, rows = restore_rows(shape, order, which, packed)
+            except ValueError:
+                raise self._protocol_error() from None
+        else:
+            arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload]
         grid = Grid(
             shape,
             _floats(h.get("spacing"), len(shape)),
@@ -757,10 +827,32 @@ class Decoder:
             str(h.get("space", ""))[:64],
         )
         try:
-            data, lo, hi, summary = _labels(arr)
+            data, lo, hi, summary = _labels(arr, rows)
         except MaskDecodeError as exc:
             raise InvalidSubmission(exc.problem(), file=display, case=case_id) from None
         return Mask(data, grid, lo, hi, summary)
+
+    def _packed_rows(
+        self, h: dict[str, Any], shape: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Receive a one-byte mask's nonzero rows: their numbers (int64), then their bytes;
+        every size is checked against the mask's shape before anything is read."""
+        order = h.get("order")
+        row_bytes = shape[0] if order == "F" else shape[-1]
+        try:
+            k = int(h["rows"])
+        except (TypeError, ValueError):
+            raise self._protocol_error() from None
+        if dtype != np.uint8 or row_bytes <= 0 or not 0 <= k <= math.prod(shape) // row_bytes:
+            raise self._protocol_error()
+        numbers = self._recv(8 * k + 1)
+        if len(numbers) != 8 * k:
+            raise self._protocol_error()
+        data = self._recv(k * row_bytes + 1)
+        if len(data) != k * row_bytes:
+            raise self._protocol_error()
+        which = np.frombuffer(numbers, dtype="<i8").astype(np.intp)
+        return which, np.frombuffer(data, dtype=np.uint8).reshape(k, row_bytes)
 
     def close(self) -> None:
         """End the child: closing its socket makes it exit (it is blocked reading requests, or
@@ -833,11 +925,11 @@ def _affine(value: Any) -> np.ndarray[Any, Any] | None:
 
 
 def _labels(
-    arr: np.ndarray[Any, Any],
+    arr: np.ndarray[Any, Any], rows: np.ndarray[Any, Any] | None = None
 ) -> tuple[np.ndarray[Any, Any], int, int, MaskSummary | None]:
     from evaluator.readers.masks import _to_labels
 
-    return _to_labels(arr)
+    return _to_labels(arr, rows)
 
 
 def decode_table_isolated(

@@ -902,3 +902,33 @@ def unpack_mask(packed: PackedMask) -> Mask:
     weakref.finalize(voxels, _POOL.give, buffer, packed.row_or, packed.row_bytes)
     data = voxels.reshape(packed.shape, order=packed.order)  # type: ignore[call-overload]
     return Mask(data, packed.grid, packed.min, packed.max, packed.summary)
+
+
+def restore_rows(
+    shape: tuple[int, ...], order: str, which: NDArray[np.intp], packed: NDArray[np.uint8]
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """A one-byte mask of ``shape`` (``order`` "C" or "F") whose memory-order rows ``which``
+    (strictly increasing) hold ``packed`` (one row each) and whose other rows are zero, in
+    memory from the pool; with the OR of every row in memory order (what
+    :func:`evaluator.metrics.surface.summarize` takes as ``fortran_rows``). How a mask decoded
+    in another process comes back compactly; the caller has checked ``which`` and ``packed``
+    against ``shape`` (nothing here trusts them beyond that)."""
+    from evaluator.metrics import _compiled
+
+    assert _compiled.restore_rows is not None and _compiled.row_bits is not None
+    nbytes = math.prod(shape)
+    row_bytes = int(packed.shape[1])
+    n_rows = nbytes // row_bytes
+    if (
+        nbytes % row_bytes
+        or which.shape != (packed.shape[0],)
+        or (which.size and (which[0] < 0 or which[-1] >= n_rows or np.any(np.diff(which) <= 0)))
+    ):
+        raise ValueError("rows that do not fit the shape")
+    row_or = np.zeros(n_rows, dtype=np.uint8)
+    row_or[which] = _compiled.row_bits(packed[None])[0]
+    buffer, dirty = _POOL.take(nbytes, row_bytes)
+    voxels = np.frombuffer(buffer, dtype=np.uint8)
+    _compiled.restore_rows(voxels.reshape(-1, row_bytes), dirty, which, packed)
+    weakref.finalize(voxels, _POOL.give, buffer, row_or, row_bytes)
+    return voxels.reshape(shape, order=order), row_or  # type: ignore[call-overload]

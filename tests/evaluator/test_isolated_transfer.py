@@ -1,0 +1,158 @@
+"""A mask decoded in the locked-down child comes back as its rows that hold a voxel (a tenth of
+its bytes for an organ): the parent must rebuild exactly the mask decoded in-process, and must
+refuse whatever a compromised child sends that does not fit the mask it asked for."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import socket
+import threading
+from multiprocessing.connection import Connection
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from evaluator import InvalidSubmission
+from evaluator.readers import masks
+from evaluator.readers.isolated import DecodeLimits, Decoder
+from evaluator.readers.masks import decode_mask
+
+
+def nifti(data: np.ndarray) -> bytes:
+    return gzip.compress(nib.Nifti1Image(data, np.diag([0.8, 0.9, 2.0, 1.0])).to_bytes())
+
+
+def cases() -> dict[str, tuple[bytes, str, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    organ = np.zeros((40, 24, 12), np.uint8)
+    organ[10:30, 5:20, 3:9] = 1
+    labels = (rng.random((16, 16, 8)) < 0.1).astype(np.uint8) * rng.integers(1, 5, (16, 16, 8))
+    labels = labels.astype(np.uint8)
+    wide = np.zeros((9, 7, 5), np.int16)  # not one byte: goes whole, as before
+    wide[2:5, 1:4, 1:3] = 300
+    png = io.BytesIO()
+    flat = np.zeros((12, 20), np.uint8)
+    flat[3:9, 4:15] = 1
+    Image.fromarray(flat).save(png, format="PNG")
+    npy = io.BytesIO()
+    np.save(npy, organ[:, :, 5].copy())
+    out = {
+        "organ": (nifti(organ), ".nii.gz", organ),
+        "labels": (nifti(labels), ".nii.gz", labels),
+        "empty": (nifti(np.zeros((8, 8, 8), np.uint8)), ".nii.gz", np.zeros((8, 8, 8), np.uint8)),
+        "full": (nifti(np.ones((8, 8, 8), np.uint8)), ".nii.gz", np.ones((8, 8, 8), np.uint8)),
+        "wide": (nifti(wide), ".nii.gz", wide),
+        "png": (png.getvalue(), ".png", flat),
+        "npy": (npy.getvalue(), ".npy", organ[:, :, 5]),
+    }
+    return out
+
+
+def test_the_child_sends_rows_and_the_parent_rebuilds_the_same_mask(tmp_path, monkeypatch):
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    given = cases()
+    for name, (raw, ext, _data) in given.items():
+        (folder / f"{name}{ext}").write_bytes(raw)
+    packed = []
+    original = Decoder._packed_rows
+
+    def spy(self, h, shape, dtype):
+        got = original(self, h, shape, dtype)
+        packed.append(int(h["rows"]))
+        return got
+
+    monkeypatch.setattr(Decoder, "_packed_rows", spy)
+    limits = DecodeLimits(memory_bytes=512 << 20, cpu_seconds=20, wall_seconds=20.0)
+    with masks.reused_voxel_memory(), Decoder("segmentation", folder, "pred", limits) as dec:
+        for name, (raw, ext, data) in given.items():
+            here = decode_mask(raw, ext)
+            there = dec.mask(name, expected_shape=data.shape)
+            assert there.data.shape == data.shape and there.data.dtype == here.data.dtype
+            assert np.array_equal(there.data, here.data), name
+            assert (there.min, there.max) == (here.min, here.max)
+            assert there.grid.shape == here.grid.shape
+            if here.summary is None:
+                assert there.summary is None
+                continue
+            a, b = there.summary, here.summary
+            assert (a.count, a.max, a.box, a.transposed) == (b.count, b.max, b.box, b.transposed)
+            assert np.array_equal(a.rows, b.rows)
+            nonzero = b.rows != 0
+            assert np.array_equal(a.spans[nonzero], b.spans[nonzero])
+    # every one-byte mask came as rows (the empty one as none at all); the int16 one whole
+    assert len(packed) == 6 and 0 in packed
+    organ_rows = int((given["organ"][2] != 0).any(axis=0).sum())
+    assert organ_rows in packed
+
+
+class _FakeChild:
+    """The trusted side of a Decoder talking to a test that plays a compromised child."""
+
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair()
+        self.dec = Decoder.__new__(Decoder)
+        self.dec.display = "pred"
+        self.dec.limits = DecodeLimits(wall_seconds=5.0)
+        self.dec._lock = threading.Lock()
+        self.dec._closed = False
+        self.dec._conn = Connection(mine.detach())
+        self.dec.isolation = []
+        self.dec.cases = {"c1": ("c1.nii.gz", ".nii.gz")}
+        self.child = Connection(theirs.detach())
+
+    def answer(self, header: dict, *payloads: bytes) -> None:
+        self.child.send_bytes(json.dumps({"ok": True, **header}).encode())
+        for p in payloads:
+            self.child.send_bytes(p)
+
+
+SHAPE = (8, 4, 3)  # F order: rows of 8 bytes, 12 of them
+
+
+@pytest.mark.parametrize(
+    "rows,which,row_bytes",
+    [
+        (2, [0, 12], 8),  # a row number past the mask
+        (2, [-1, 3], 8),  # a negative row number
+        (2, [5, 5], 8),  # the same row twice
+        (2, [7, 3], 8),  # not increasing
+        (2, [1, 2], 7),  # rows of the wrong length
+        (13, list(range(13)), 8),  # more rows than the mask has
+        (2, [1], 8),  # fewer numbers than announced
+    ],
+)
+def test_a_compromised_childs_rows_are_refused(rows, which, row_bytes):
+    fake = _FakeChild()
+    header = {"dtype": "|u1", "shape": list(SHAPE), "order": "F", "rows": rows}
+    numbers = np.asarray(which, dtype="<i8").tobytes()
+    data = bytes(range(1, 1 + len(which) * row_bytes))
+    fake.answer(header, numbers, data)
+    with pytest.raises(InvalidSubmission, match="sent an invalid answer"):
+        fake.dec.mask("c1", expected_shape=SHAPE)
+
+
+def test_rows_announced_for_a_wider_type_are_refused():
+    fake = _FakeChild()
+    fake.answer({"dtype": "<i2", "shape": list(SHAPE), "order": "F", "rows": 1}, b"\0" * 8, b"")
+    with pytest.raises(InvalidSubmission, match="sent an invalid answer"):
+        fake.dec.mask("c1", expected_shape=SHAPE)
+
+
+def test_a_well_formed_answer_from_the_fake_child_is_taken():
+    # the same channel with a valid answer: the refusals above are about the rows, not the fake
+    fake = _FakeChild()
+    header = {"dtype": "|u1", "shape": list(SHAPE), "order": "F", "rows": 2}
+    data = np.zeros((2, 8), np.uint8)
+    data[0, 3] = data[1, 0] = 1
+    fake.answer(header, np.asarray([2, 9], "<i8").tobytes(), data.tobytes())
+    with masks.reused_voxel_memory():
+        mask = fake.dec.mask("c1", expected_shape=SHAPE)
+        expected = np.zeros(SHAPE, np.uint8, order="F")
+        expected[3, 2, 0] = expected[0, 1, 2] = 1  # row 2 = (y 2, z 0), row 9 = (y 1, z 2)
+        assert np.array_equal(mask.data, expected)
+        assert mask.summary is not None and mask.summary.count == 2
