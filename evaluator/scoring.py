@@ -47,6 +47,7 @@ from evaluator.readers.masks import (
     Grid,
     Mask,
     MaskDecodeError,
+    declared_shape,
     decode_mask,
     reused_voxel_memory,
 )
@@ -328,6 +329,17 @@ def _check_grid(ref: Grid, pred: Grid, display: str, case_id: str) -> None:
 def _decode(
     f: CaseFile, role: str, limits: ZipLimits, expected_shape: tuple[int, ...] | None = None
 ) -> Mask:
+    return _decode_raw(f, f.read(), role, limits, expected_shape)
+
+
+def _decode_raw(
+    f: CaseFile,
+    raw: bytes,
+    role: str,
+    limits: ZipLimits,
+    expected_shape: tuple[int, ...] | None = None,
+) -> Mask:
+    """:func:`_decode` of bytes already read from ``f``."""
     err = InvalidReference if role == "reference" else InvalidSubmission
 
     def decode(raw: bytes) -> Mask:
@@ -341,7 +353,6 @@ def _decode(
         except MaskDecodeError as exc:
             raise err(exc.problem(), file=f.display, case=f.case_id) from exc
 
-    raw = f.read()
     if role == "reference" and expected_shape is None:
         # scored again and again by a worker: kept decoded between submissions
         return kept.reference_mask(raw, f.extension, limits.max_member_bytes, decode)
@@ -372,6 +383,16 @@ class _PredictionMasks:
             self.display = self._files.display
             self.names = {c: f.display for c, f in self._files.files.items()}
             self.decoding = ["in-process"]
+
+    def prefetch(self, case_id: str, reference: CaseFile, raw: bytes) -> None:
+        """With a decoding child, ask it for this case now, with the shape the reference's
+        header declares, so that it decodes the prediction while the reference is decoded
+        here (:meth:`decode` then takes the answer)."""
+        if self._decoder is None:
+            return
+        shape = declared_shape(raw, reference.extension)
+        if shape is not None and case_id in self._decoder.cases:
+            self._decoder.request(case_id, expected_shape=shape)
 
     def decode(self, case_id: str, expected_shape: tuple[int, ...]) -> Mask:
         if self._decoder is not None:
@@ -405,8 +426,13 @@ class _CaseResult:
 def _load_case(
     case_id: str, ref_file: CaseFile, preds: _PredictionMasks | None, options: ScoreOptions
 ) -> tuple[Mask, Mask | None]:
-    """Read and decode one case's reference and prediction (each file read once)."""
-    ref = _decode(ref_file, "reference", options.limits)
+    """Read and decode one case's reference and prediction (each file read once); a decoding
+    child is asked for the prediction before the reference is decoded here."""
+    raw = ref_file.read()
+    if preds is not None:
+        preds.prefetch(case_id, ref_file, raw)
+    ref = _decode_raw(ref_file, raw, "reference", options.limits)
+    del raw
     if preds is None:
         return ref, None
     return ref, preds.decode(case_id, ref.grid.shape)

@@ -23,6 +23,7 @@ that names no server path.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -661,6 +662,10 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ the trusted side
 
 
+#: a request to the decoding child: the case and the shape its mask must have
+_Key = tuple[str, tuple[int, ...] | None]
+
+
 class Decoder:
     """The trusted side of one decoding child. Use as a context manager::
 
@@ -668,7 +673,9 @@ class Decoder:
             dec.cases            # {case_id: (display, extension)}
             mask = dec.mask(case_id, expected_shape=ref.grid.shape)
 
-    Thread-safe: requests from several scoring threads are served one at a time.
+    Thread-safe: several scoring threads may ask at once. Requests go out in order under one
+    lock, answers come back in the same order under another (so a thread can send its request
+    while another waits for an answer), and an answer another thread asked for is kept for it.
     """
 
     def __init__(
@@ -682,7 +689,8 @@ class Decoder:
     ):
         self.display = display
         self.limits = limits
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
         self._closed = False
         self._conn = _zygote.spawn(
             {
@@ -695,6 +703,11 @@ class Decoder:
         )
         self.isolation: list[str] = []
         self.cases: dict[str, tuple[str, str]] = {}
+        # requests out, oldest first (and as a set), and answers received for a thread still
+        # to take them
+        self._asked: collections.deque[_Key] = collections.deque()
+        self._out: set[_Key] = set()
+        self._answers: dict[_Key, Any] = {}
         try:
             self._first = self._receive_header()
             self.isolation = [str(x) for x in self._first.get("isolation", [])][:10]
@@ -776,50 +789,34 @@ class Decoder:
             list(self.isolation),
         )
 
+    def request(self, case_id: str, *, expected_shape: Sequence[int] | None) -> None:
+        """Ask the child for a case before it is needed: the child decodes it while this side
+        does other work, and :meth:`mask` with the same arguments takes the answer."""
+        self._ask(case_id, expected_shape)
+
     def mask(self, case_id: str, *, expected_shape: Sequence[int] | None) -> Mask:
-        """Decode one case in the child; returns a checked :class:`Mask`."""
+        """Decode one case in the child (or take the answer to an earlier :meth:`request`);
+        returns a checked :class:`Mask`."""
         display = self.cases[case_id][0]
-        with self._lock:
-            request = {"case": case_id, "shape": list(expected_shape) if expected_shape else None}
-            try:
-                self._conn.send_bytes(json.dumps(request).encode())
-            except (OSError, ValueError):
-                raise self._died() from None
-            h = self._receive_header()
-            max_bytes = self.limits.zip_limits.max_member_bytes
-            try:
-                dtype = np.dtype(str(h["dtype"]))
-                shape = tuple(int(n) for n in h["shape"])
-                order = str(h.get("order", "C"))
-            except (KeyError, TypeError, ValueError):
-                raise self._protocol_error() from None
-            if (
-                dtype.kind not in _ALLOWED_KINDS
-                or dtype.hasobject
-                or len(shape) not in (2, 3)
-                or order not in ("C", "F")
-            ):
-                raise self._protocol_error()
-            if expected_shape is not None and shape != tuple(expected_shape):
-                raise self._protocol_error()
-            nbytes = math.prod(shape) * dtype.itemsize
-            if nbytes > max_bytes:
-                raise self._protocol_error()
-            if "rows" in h:  # a one-byte mask as its nonzero rows (see _child)
-                got = self._packed_rows(h, shape, dtype)
-            else:
-                raw = self._recv(nbytes + 1)
-                if len(raw) != nbytes:
-                    raise self._protocol_error()
+        key = (case_id, tuple(int(n) for n in expected_shape) if expected_shape else None)
+        self._ask(case_id, expected_shape)
+        while (got := self._answers.pop(key, None)) is None:
+            with self._recv_lock:
+                if key not in self._answers:  # else another thread received it meanwhile
+                    self._take_answer()
+        if isinstance(got, InvalidSubmission):
+            raise got
+        h, shape, order, payload = got
         rows = None
-        if "rows" in h:
-            which, packed = got
+        if isinstance(payload, tuple):
+            which, packed = payload
             try:
                 arr, rows = restore_rows(shape, order, which, packed)
             except ValueError:
                 raise self._protocol_error() from None
         else:
-            arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)  # type: ignore[call-overload]
+            flat = np.frombuffer(payload, dtype=np.dtype(str(h["dtype"])))
+            arr = flat.reshape(shape, order="F" if order == "F" else "C")
         grid = Grid(
             shape,
             _floats(h.get("spacing"), len(shape)),
@@ -831,6 +828,71 @@ class Decoder:
         except MaskDecodeError as exc:
             raise InvalidSubmission(exc.problem(), file=display, case=case_id) from None
         return Mask(data, grid, lo, hi, summary)
+
+    def _ask(self, case_id: str, expected_shape: Sequence[int] | None) -> None:
+        """Send the request for a case unless it is out already or answered."""
+        key = (case_id, tuple(int(n) for n in expected_shape) if expected_shape else None)
+        with self._send_lock:
+            if key in self._answers or key in self._out:
+                return
+            if self._closed:
+                raise self._died()
+            request = {"case": case_id, "shape": list(key[1]) if key[1] is not None else None}
+            try:
+                self._conn.send_bytes(json.dumps(request).encode())
+            except (OSError, ValueError):
+                raise self._died() from None
+            self._out.add(key)
+            self._asked.append(key)
+
+    def _take_answer(self) -> None:
+        """Receive the answer to the oldest request out (the child answers in order) and keep
+        it for whichever thread asked (the receiving lock is held). A case the child refused
+        keeps its error for that case; an answer that breaks the protocol ends the child and
+        is raised here."""
+        if not self._asked:
+            raise self._protocol_error()  # nothing asked: cannot happen but must not hang
+        key = self._asked.popleft()
+        try:
+            self._answers[key] = self._answer(key)
+        finally:
+            self._out.discard(key)
+
+    def _answer(self, key: _Key) -> Any:
+        """The next answer off the wire, checked against the request it answers."""
+        try:
+            h = self._receive_header()
+        except InvalidSubmission as exc:
+            if self._closed:  # died, timed out or lied: nothing more will come
+                raise
+            return exc
+        max_bytes = self.limits.zip_limits.max_member_bytes
+        try:
+            dtype = np.dtype(str(h["dtype"]))
+            shape = tuple(int(n) for n in h["shape"])
+            order = str(h.get("order", "C"))
+        except (KeyError, TypeError, ValueError):
+            raise self._protocol_error() from None
+        if (
+            dtype.kind not in _ALLOWED_KINDS
+            or dtype.hasobject
+            or len(shape) not in (2, 3)
+            or order not in ("C", "F")
+        ):
+            raise self._protocol_error()
+        if key[1] is not None and shape != key[1]:
+            raise self._protocol_error()
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise self._protocol_error()
+        payload: bytes | tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+        if "rows" in h:  # a one-byte mask as its nonzero rows (see _child)
+            payload = self._packed_rows(h, shape, dtype)
+        else:
+            payload = self._recv(nbytes + 1)
+            if len(payload) != nbytes:
+                raise self._protocol_error()
+        return (h, shape, order, payload)
 
     def _packed_rows(
         self, h: dict[str, Any], shape: tuple[int, ...], dtype: np.dtype[Any]
