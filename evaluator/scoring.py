@@ -359,6 +359,11 @@ def _decode_raw(
     return decode(raw)
 
 
+#: cases a decoding child is asked for ahead of the one being loaded (each answer is about
+#: the size of the mask's rows that hold a voxel, kept until its case is scored)
+_ASK_AHEAD = 3
+
+
 class _PredictionMasks:
     """The participant's masks: decoded here (a laptop) or in a locked-down child (the platform)."""
 
@@ -366,6 +371,11 @@ class _PredictionMasks:
         self._files: CaseFiles | None = None
         self._decoder: Decoder | None = None
         self._limits = options.limits
+        self._order: list[str] = []
+        self._position: dict[str, int] = {}
+        self._references: Mapping[str, CaseFile] = {}
+        self._asked: set[str] = set()
+        self._read_ahead: dict[str, bytes] = {}
         if options.isolation is not None:
             self._decoder = Decoder(
                 "segmentation", predictions, _shown(predictions, options), options.isolation
@@ -384,12 +394,41 @@ class _PredictionMasks:
             self.names = {c: f.display for c, f in self._files.files.items()}
             self.decoding = ["in-process"]
 
+    def plan(self, order: Sequence[str], references: Mapping[str, CaseFile]) -> None:
+        """The cases in the order they will be scored (those with a prediction), with their
+        references: a decoding child is then asked for the next few ahead of need."""
+        self._order = [c for c in order if self._decoder is not None and c in self._decoder.cases]
+        self._position = {c: k for k, c in enumerate(self._order)}
+        self._references = references
+
+    def reference_bytes(self, case_id: str, reference: CaseFile) -> bytes:
+        """The reference file's bytes: read ahead by :meth:`prefetch` (once), else now."""
+        raw = self._read_ahead.pop(case_id, None)
+        return reference.read() if raw is None else raw
+
     def prefetch(self, case_id: str, reference: CaseFile, raw: bytes) -> None:
-        """With a decoding child, ask it for this case now, with the shape the reference's
-        header declares, so that it decodes the prediction while the reference is decoded
-        here (:meth:`decode` then takes the answer)."""
+        """With a decoding child, ask it for this case now and for the next
+        :data:`_ASK_AHEAD` cases of the plan, each with the shape its reference's header
+        declares, so that the child decodes predictions while this side scores (:meth:`decode`
+        takes the answers). The references read for their headers are kept for
+        :meth:`reference_bytes`."""
         if self._decoder is None:
             return
+        self._ask(case_id, reference, raw)
+        k = self._position.get(case_id)
+        if k is None:
+            return
+        for later in self._order[k + 1 : k + 1 + _ASK_AHEAD]:
+            if later in self._asked:
+                continue
+            ref = self._references[later]
+            got = ref.read()
+            self._read_ahead[later] = got
+            self._ask(later, ref, got)
+
+    def _ask(self, case_id: str, reference: CaseFile, raw: bytes) -> None:
+        assert self._decoder is not None
+        self._asked.add(case_id)
         shape = declared_shape(raw, reference.extension)
         if shape is not None and case_id in self._decoder.cases:
             self._decoder.request(case_id, expected_shape=shape)
@@ -428,9 +467,11 @@ def _load_case(
 ) -> tuple[Mask, Mask | None]:
     """Read and decode one case's reference and prediction (each file read once); a decoding
     child is asked for the prediction before the reference is decoded here."""
-    raw = ref_file.read()
     if preds is not None:
+        raw = preds.reference_bytes(case_id, ref_file)
         preds.prefetch(case_id, ref_file, raw)
+    else:
+        raw = ref_file.read()
     ref = _decode_raw(ref_file, raw, "reference", options.limits)
     del raw
     if preds is None:
@@ -577,6 +618,7 @@ def _score_segmentation(reference: Path, predictions: Path, options: ScoreOption
         missing = set(_check_ids(refs.files, preds.names, preds.display, options.on_missing))
         scored = _scored_ids(list(refs.files), options.case_ids)
         workers = max(1, options.workers or min(4, os.cpu_count() or 1))
+        preds.plan([c for c in scored if c not in missing], refs.files)
 
         results = _run_pipelined(
             scored,

@@ -673,10 +673,16 @@ class Decoder:
             dec.cases            # {case_id: (display, extension)}
             mask = dec.mask(case_id, expected_shape=ref.grid.shape)
 
-    Thread-safe: several scoring threads may ask at once. Requests go out in order under one
-    lock, answers come back in the same order under another (so a thread can send its request
-    while another waits for an answer), and an answer another thread asked for is kept for it.
+    Thread-safe: several scoring threads may ask at once, and ask ahead (:meth:`request`).
+    Requests go out in order under one lock; a receiving thread takes the answers as they come
+    (the child answers in order) and keeps each for whoever asked, so the child never waits
+    for a scoring thread to read what it decoded.
     """
+
+    #: the lock-down steps the child could apply
+    isolation: list[str]
+    #: case id -> (the file's name as the participant gave it, its extension)
+    cases: dict[str, tuple[str, str]]
 
     def __init__(
         self,
@@ -687,12 +693,7 @@ class Decoder:
         *,
         classes: Sequence[int] = (),
     ):
-        self.display = display
-        self.limits = limits
-        self._send_lock = threading.Lock()
-        self._recv_lock = threading.Lock()
-        self._closed = False
-        self._conn = _zygote.spawn(
+        conn = _zygote.spawn(
             {
                 "task": task,
                 "path": os.path.abspath(os.fspath(path)),
@@ -701,13 +702,7 @@ class Decoder:
                 "classes": [int(c) for c in classes],
             }
         )
-        self.isolation: list[str] = []
-        self.cases: dict[str, tuple[str, str]] = {}
-        # requests out, oldest first (and as a set), and answers received for a thread still
-        # to take them
-        self._asked: collections.deque[_Key] = collections.deque()
-        self._out: set[_Key] = set()
-        self._answers: dict[_Key, Any] = {}
+        self._attach(conn, display, limits)
         try:
             self._first = self._receive_header()
             self.isolation = [str(x) for x in self._first.get("isolation", [])][:10]
@@ -764,6 +759,25 @@ class Decoder:
             )
         return header
 
+    def _attach(self, conn: Connection, display: str, limits: DecodeLimits) -> None:
+        """This side's state over a connection to a child (the tests also attach it to a
+        test playing a compromised child)."""
+        self.display = display
+        self.limits = limits
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._got = threading.Condition()  # guards the requests out and the answers kept
+        self._receiver: threading.Thread | None = None
+        self._fatal: InvalidSubmission | None = None  # the child died, lied or timed out
+        self._closed = False
+        self.isolation = []
+        self.cases = {}
+        # requests out, oldest first (and as a set), and answers received for a thread still
+        # to take them
+        self._asked: collections.deque[_Key] = collections.deque()
+        self._out: set[_Key] = set()
+        self._answers: dict[_Key, Any] = {}
+
     # -- answers
 
     def table(self) -> tuple[str, list[str], np.ndarray[Any, Any], bool, str, list[str]]:
@@ -800,10 +814,12 @@ class Decoder:
         display = self.cases[case_id][0]
         key = (case_id, tuple(int(n) for n in expected_shape) if expected_shape else None)
         self._ask(case_id, expected_shape)
-        while (got := self._answers.pop(key, None)) is None:
-            with self._recv_lock:
-                if key not in self._answers:  # else another thread received it meanwhile
-                    self._take_answer()
+        with self._got:
+            while key not in self._answers:
+                if self._fatal is not None:
+                    raise self._fatal
+                self._got.wait()
+            got = self._answers.pop(key)
         if isinstance(got, InvalidSubmission):
             raise got
         h, shape, order, payload = got
@@ -833,8 +849,11 @@ class Decoder:
         """Send the request for a case unless it is out already or answered."""
         key = (case_id, tuple(int(n) for n in expected_shape) if expected_shape else None)
         with self._send_lock:
-            if key in self._answers or key in self._out:
-                return
+            with self._got:
+                if key in self._answers or key in self._out:
+                    return
+                if self._fatal is not None:
+                    raise self._fatal
             if self._closed:
                 raise self._died()
             request = {"case": case_id, "shape": list(key[1]) if key[1] is not None else None}
@@ -842,21 +861,45 @@ class Decoder:
                 self._conn.send_bytes(json.dumps(request).encode())
             except (OSError, ValueError):
                 raise self._died() from None
-            self._out.add(key)
-            self._asked.append(key)
+            with self._got:
+                self._out.add(key)
+                self._asked.append(key)
+                self._got.notify_all()
+            if self._receiver is None:
+                self._receiver = threading.Thread(
+                    target=self._receive_all, name="scanbench-decoder", daemon=True
+                )
+                self._receiver.start()
 
-    def _take_answer(self) -> None:
-        """Receive the answer to the oldest request out (the child answers in order) and keep
-        it for whichever thread asked (the receiving lock is held). A case the child refused
-        keeps its error for that case; an answer that breaks the protocol ends the child and
-        is raised here."""
-        if not self._asked:
-            raise self._protocol_error()  # nothing asked: cannot happen but must not hang
-        key = self._asked.popleft()
-        try:
-            self._answers[key] = self._answer(key)
-        finally:
-            self._out.discard(key)
+    def _receive_all(self) -> None:
+        """The receiving thread: take each answer as it comes, in the order of the requests,
+        and keep it for whoever asked. A case the child refused keeps its error for that case;
+        an answer that breaks the protocol (or a child that died or took too long) ends the
+        child, and every thread waiting gets that error."""
+        while True:
+            with self._got:
+                while not self._asked and not self._closed:
+                    self._got.wait()
+                if self._closed:
+                    return
+                key = self._asked[0]
+            try:
+                got = self._answer(key)
+            except InvalidSubmission as exc:
+                fatal: InvalidSubmission | None = exc
+            except Exception:  # nothing the child sends may take this thread down silently
+                fatal = self._protocol_error()
+            else:
+                fatal = None
+            with self._got:
+                if fatal is not None:
+                    self._fatal = fatal
+                    self._got.notify_all()
+                    return
+                self._asked.popleft()
+                self._out.discard(key)
+                self._answers[key] = got
+                self._got.notify_all()
 
     def _answer(self, key: _Key) -> Any:
         """The next answer off the wire, checked against the request it answers."""
@@ -922,8 +965,20 @@ class Decoder:
         if self._closed:
             return
         self._closed = True
+        with self._got:
+            self._got.notify_all()
         with contextlib.suppress(OSError, ValueError):
             self._conn.send_bytes(b'{"stop": true}')
+        receiver = self._receiver
+        if receiver is not None and receiver is not threading.current_thread():
+            # wake the receiving thread if it waits on the socket, and let it end before the
+            # socket's descriptor is closed (and perhaps reused)
+            with (
+                contextlib.suppress(OSError, ValueError),
+                socket.socket(fileno=os.dup(self._conn.fileno())) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
+            receiver.join(timeout=10)
         self._conn.close()
 
     def __enter__(self) -> Decoder:

@@ -4,12 +4,10 @@ refuse whatever a compromised child sends that does not fit the mask it asked fo
 
 from __future__ import annotations
 
-import collections
 import gzip
 import io
 import json
 import socket
-import threading
 from multiprocessing.connection import Connection
 
 import nibabel as nib
@@ -97,17 +95,8 @@ class _FakeChild:
     def __init__(self) -> None:
         mine, theirs = socket.socketpair()
         self.dec = Decoder.__new__(Decoder)
-        self.dec.display = "pred"
-        self.dec.limits = DecodeLimits(wall_seconds=5.0)
-        self.dec._send_lock = threading.Lock()
-        self.dec._recv_lock = threading.Lock()
-        self.dec._closed = False
-        self.dec._conn = Connection(mine.detach())
-        self.dec.isolation = []
+        self.dec._attach(Connection(mine.detach()), "pred", DecodeLimits(wall_seconds=5.0))
         self.dec.cases = {"c1": ("c1.nii.gz", ".nii.gz")}
-        self.dec._asked = collections.deque()
-        self.dec._answers = {}
-        self.dec._out = set()
         self.child = Connection(theirs.detach())
 
     def answer(self, header: dict, *payloads: bytes) -> None:

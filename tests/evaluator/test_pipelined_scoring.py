@@ -18,6 +18,7 @@ import pytest
 import evaluator.scoring as scoring
 from evaluator import InvalidSubmission, ScoreOptions, score
 from evaluator.readers import masks
+from evaluator.readers.isolated import DecodeLimits
 from evaluator.readers.masks import MaskDecodeError, decode_mask, gunzip
 from evaluator.synthetic import mask_pair, write_nifti
 
@@ -140,10 +141,16 @@ def _sequential(ids, load, compute, workers):
     return [compute(i, load(i)) for i in ids]
 
 
+#: decoding predictions in the locked-down child, as the platform does: it is asked for cases
+#: ahead of need and its answers are taken by whichever thread asked
+ISOLATED = DecodeLimits(memory_bytes=512 << 20, cpu_seconds=20, wall_seconds=20.0)
+
+
+@pytest.mark.parametrize("isolation", [None, ISOLATED], ids=["in-process", "isolated"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_pipelined_scoring_equals_sequential_scoring(submission, monkeypatch, workers):
+def test_pipelined_scoring_equals_sequential_scoring(submission, monkeypatch, workers, isolation):
     ref_dir, pred_dir = submission
-    opts = ScoreOptions(workers=workers, bootstrap=0)
+    opts = ScoreOptions(workers=workers, bootstrap=0, isolation=isolation)
     piped = score("segmentation", ref_dir, pred_dir, options=opts)
     monkeypatch.setattr(scoring, "_run_pipelined", _sequential)
     plain = score("segmentation", ref_dir, pred_dir, options=opts)
@@ -152,24 +159,28 @@ def test_pipelined_scoring_equals_sequential_scoring(submission, monkeypatch, wo
     assert piped.aggregates == plain.aggregates
 
 
+@pytest.mark.parametrize("isolation", [None, ISOLATED], ids=["in-process", "isolated"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_bad_file_in_the_middle_of_a_pipelined_run(submission, workers):
+def test_bad_file_in_the_middle_of_a_pipelined_run(submission, workers, isolation):
     ref_dir, pred_dir = submission
     data = (pred_dir / "c3.nii.gz").read_bytes()
     (pred_dir / "c3.nii.gz").write_bytes(data[: len(data) // 2])
+    opts = ScoreOptions(workers=workers, isolation=isolation)
     with pytest.raises(InvalidSubmission) as info:
-        score("segmentation", ref_dir, pred_dir, options=ScoreOptions(workers=workers))
+        score("segmentation", ref_dir, pred_dir, options=opts)
     assert str(info.value) == "c3.nii.gz: case c3: cannot read the mask: truncated gzip data"
 
 
+@pytest.mark.parametrize("isolation", [None, ISOLATED], ids=["in-process", "isolated"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_bomb_in_the_middle_of_a_pipelined_run(submission, workers):
+def test_bomb_in_the_middle_of_a_pipelined_run(submission, workers, isolation):
     ref_dir, pred_dir = submission
     raw = bytearray(gzip.decompress((pred_dir / "c4.nii.gz").read_bytes()))
     struct.pack_into("<8h", raw, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)
     (pred_dir / "c4.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    opts = ScoreOptions(workers=workers, isolation=isolation)
     with pytest.raises(InvalidSubmission) as info:
-        score("segmentation", ref_dir, pred_dir, options=ScoreOptions(workers=workers))
+        score("segmentation", ref_dir, pred_dir, options=opts)
     message = str(info.value)
     assert message.startswith("c4.nii.gz: case c4: ")
     assert "differs from the reference shape" in message
