@@ -86,7 +86,6 @@ class DecodeLimits:
 
 _PRELOAD = (
     "evaluator.readers.tables",
-    "evaluator.metrics._compiled",
     "nibabel",
     "nrrd",
     "PIL.PngImagePlugin",
@@ -175,16 +174,16 @@ def _warm_up() -> None:
             read_predictions_csv(text, "warm-up", classes=[0, 1])
     with contextlib.suppress(Exception):
         read_predictions_csv(b"case_id,label\na,1\n", "warm-up", classes=[0, 1, 2])
-    with contextlib.suppress(Exception):
-        _warm_up_masks()
 
 
 def _warm_up_masks() -> None:
     """Decode a small mask of each format and layout the children decode, and pack it as a
     child sends it: Numba's compiled loops (its own import included) are loaded here, before
     any child locks itself down. A locked-down child may not be able to import what Numba
-    imports lazily (the interpreter's own library can sit under a hidden home folder); without
-    this, its decoding would fall back to the slow NumPy paths."""
+    imports lazily (as uid 65534 it cannot read an interpreter installed under /root), and
+    otherwise every child would import it again (about 0.4 s); without this, its decoding
+    falls back to the slow NumPy paths. Run on the zygote's first mask request, so that a
+    worker that only ever scores tables never loads Numba (about 0.4 s and 120 MB)."""
     import gzip
     import io
 
@@ -225,6 +224,7 @@ def _zygote_main(fd: int) -> None:
     for name in _PRELOAD:
         importlib.import_module(name)
     _warm_up()
+    masks_warm = False
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control = socket.socket(fileno=fd)
     while True:
@@ -243,6 +243,11 @@ def _zygote_main(fd: int) -> None:
                 return
             msg += more
         request = json.loads(msg[4 : 4 + size])
+        if request.get("task") == "segmentation" and not masks_warm:
+            # the first mask request of this zygote loads the compiled loops, once
+            with contextlib.suppress(Exception):
+                _warm_up_masks()
+            masks_warm = True
         pid = os.fork()
         if pid == 0:  # the child
             code = 0
