@@ -359,9 +359,11 @@ def _decode_raw(
     return decode(raw)
 
 
-#: cases a decoding child is asked for ahead of the one being loaded (each answer is about
-#: the size of the mask's rows that hold a voxel, kept until its case is scored)
+#: cases a decoding child is asked for ahead of the one being loaded, when each has at most
+#: _ASK_AHEAD_VOXELS voxels: an answer is kept until its case is scored, about the size of the
+#: mask's rows that hold a voxel for a one-byte mask, the whole array for wider types
 _ASK_AHEAD = 3
+_ASK_AHEAD_VOXELS = 1 << 23  # 256 x 256 x 128
 
 
 class _PredictionMasks:
@@ -424,14 +426,20 @@ class _PredictionMasks:
             ref = self._references[later]
             got = ref.read()
             self._read_ahead[later] = got
-            self._ask(later, ref, got)
+            self._ask(later, ref, got, _ASK_AHEAD_VOXELS)
 
-    def _ask(self, case_id: str, reference: CaseFile, raw: bytes) -> None:
+    def _ask(
+        self, case_id: str, reference: CaseFile, raw: bytes, max_voxels: int | None = None
+    ) -> None:
         assert self._decoder is not None
         self._asked.add(case_id)
         shape = declared_shape(raw, reference.extension)
-        if shape is not None and case_id in self._decoder.cases:
-            self._decoder.request(case_id, expected_shape=shape)
+        if shape is None or case_id not in self._decoder.cases:
+            return
+        if max_voxels is not None and math.prod(shape) > max_voxels:
+            self._asked.discard(case_id)  # asked for when its turn comes
+            return
+        self._decoder.request(case_id, expected_shape=shape)
 
     def decode(self, case_id: str, expected_shape: tuple[int, ...]) -> Mask:
         if self._decoder is not None:

@@ -958,11 +958,41 @@ class Decoder:
         numbers = self._recv(8 * k + 1)
         if len(numbers) != 8 * k:
             raise self._protocol_error()
-        data = self._recv(k * row_bytes + 1)
-        if len(data) != k * row_bytes:
-            raise self._protocol_error()
+        data = self._recv_array(k * row_bytes)
         which = np.frombuffer(numbers, dtype="<i8").astype(np.intp)
-        return which, np.frombuffer(data, dtype=np.uint8).reshape(k, row_bytes)
+        return which, data.reshape(k, row_bytes)
+
+    def _recv_array(self, nbytes: int) -> np.ndarray[Any, Any]:
+        """One message of exactly ``nbytes`` read straight into a new array: the framing of
+        ``Connection.send_bytes`` (a 4-byte big-endian length, or -1 and an 8-byte one), without
+        the chunked copies ``recv_bytes`` makes of a large message."""
+        if not self._conn.poll(self.limits.wall_seconds):
+            raise self._fail(f"decoding took longer than {self.limits.wall_seconds:g} s")
+        fd = self._conn.fileno()
+        try:
+            size = int.from_bytes(self._read_exact(fd, 4), "big", signed=True)
+            if size == -1:
+                size = int.from_bytes(self._read_exact(fd, 8), "big")
+            if size != nbytes:
+                raise self._protocol_error()
+            out = np.empty(nbytes, dtype=np.uint8)
+            self._read_into(fd, out.data)
+        except OSError:
+            raise self._died() from None
+        return out
+
+    def _read_exact(self, fd: int, n: int) -> bytes:
+        buf = bytearray(n)
+        self._read_into(fd, memoryview(buf))
+        return bytes(buf)
+
+    def _read_into(self, fd: int, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                raise self._died()
+            got += n
 
     def close(self) -> None:
         """End the child: closing its socket makes it exit (it is blocked reading requests, or
