@@ -28,7 +28,7 @@ from evaluator._lru import recall, remember
 from evaluator._version import __version__
 from evaluator.aggregation import aggregate_cases
 from evaluator.case_table import CaseTable
-from evaluator.errors import InvalidReference, InvalidSubmission
+from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
 from evaluator.metrics.classification import (
     BINARY_METRIC_NAMES,
     THRESHOLD_FREE_METRICS,
@@ -424,7 +424,10 @@ class _PredictionMasks:
             if later in self._asked:
                 continue
             ref = self._references[later]
-            got = ref.read()
+            try:
+                got = ref.read()
+            except EvaluatorInputError:
+                continue  # reported by its own case, in case order, when it is read then
             self._read_ahead[later] = got
             self._ask(later, ref, got, _ASK_AHEAD_VOXELS)
 

@@ -6,6 +6,7 @@ plain sequential loop, with the same one-line error for a bad file in the middle
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import sys
 import threading
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import evaluator.scoring as scoring
-from evaluator import InvalidSubmission, ScoreOptions, score
+from evaluator import InvalidReference, InvalidSubmission, ScoreOptions, score
 from evaluator.readers import masks
 from evaluator.readers.isolated import DecodeLimits
 from evaluator.readers.masks import MaskDecodeError, decode_mask, gunzip
@@ -169,6 +170,28 @@ def test_bad_file_in_the_middle_of_a_pipelined_run(submission, workers, isolatio
     with pytest.raises(InvalidSubmission) as info:
         score("segmentation", ref_dir, pred_dir, options=opts)
     assert str(info.value) == "c3.nii.gz: case c3: cannot read the mask: truncated gzip data"
+
+
+@pytest.mark.parametrize("isolation", [None, ISOLATED], ids=["in-process", "isolated"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_earlier_bad_prediction_beats_a_later_unreadable_reference(
+    submission, workers, isolation
+):
+    # with a decoding child, later references are read ahead for their headers: their own
+    # errors must still come in case order, after an earlier case's
+    ref_dir, pred_dir = submission
+    data = (pred_dir / "c2.nii.gz").read_bytes()
+    (pred_dir / "c2.nii.gz").write_bytes(data[: len(data) // 2])
+    (ref_dir / "c4.nii.gz").unlink()
+    os.mkfifo(ref_dir / "c4.nii.gz")
+    opts = ScoreOptions(workers=workers, isolation=isolation)
+    with pytest.raises(InvalidSubmission) as info:
+        score("segmentation", ref_dir, pred_dir, options=opts)
+    assert str(info.value) == "c2.nii.gz: case c2: cannot read the mask: truncated gzip data"
+    (pred_dir / "c2.nii.gz").write_bytes(data)
+    with pytest.raises(InvalidReference) as ref_info:
+        score("segmentation", ref_dir, pred_dir, options=opts)
+    assert str(ref_info.value) == "c4.nii.gz: not a regular file"
 
 
 @pytest.mark.parametrize("isolation", [None, ISOLATED], ids=["in-process", "isolated"])
