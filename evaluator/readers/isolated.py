@@ -892,7 +892,7 @@ class Decoder:
                 got = self._answer(key)
             except InvalidSubmission as exc:
                 fatal: InvalidSubmission | None = exc
-            except Exception:  # nothing the child sends may take this thread down silently
+            except BaseException:  # nothing may end this thread with threads left waiting
                 fatal = self._protocol_error()
             else:
                 fatal = None
