@@ -409,3 +409,27 @@ def test_a_folder_is_listed_recursively_in_path_order(tmp_path):
     with pytest.raises(InvalidSubmission) as info:
         list_case_files(root, role="prediction")
     assert str(info.value) == "link: symbolic links are not allowed"
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_whole_or_refused(tmp_path, monkeypatch):
+    # fstat saw 10 bytes; by the time it is read the file holds more: all of it is read when it
+    # is within the limit, and it is refused (never read whole) when it is not
+    from evaluator.readers import sources
+
+    real_fstat = os.fstat
+
+    class Shrunk:
+        def __init__(self, st):
+            self.st_mode, self.st_size = st.st_mode, 10
+
+    monkeypatch.setattr(sources.os, "fstat", lambda fd: Shrunk(real_fstat(fd)))
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    (folder / "a.npy").write_bytes(bytes(range(200)) * 20)  # 4,000 bytes
+    (folder / "b.npy").write_bytes(b"x" * 5000)
+    limits = ZipLimits(max_member_bytes=4500)
+    with sources.list_case_files(folder, role="prediction", limits=limits) as listed:
+        assert listed.files["a"].read() == bytes(range(200)) * 20
+        with pytest.raises(InvalidSubmission) as info:
+            listed.files["b"].read()
+    assert str(info.value) == "b.npy: file size is over the limit 4500 bytes"
