@@ -57,7 +57,7 @@ from evaluator.readers.masks import (
     reused_voxel_memory,
 )
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
-from evaluator.readers.sources import MASK_EXTENSIONS, case_of
+from evaluator.readers.sources import MASK_EXTENSIONS, case_of, read_fd
 
 __all__ = ["DecodeLimits", "Decoder", "decode_table_isolated"]
 
@@ -397,22 +397,7 @@ class _Source:
 
 
 def _read_fd(fd: int, max_bytes: int, display: str) -> bytes:
-    size = os.fstat(fd).st_size
-    if size > max_bytes:
-        raise InvalidSubmission(
-            f"file size {size} bytes is over the limit {max_bytes}", file=display
-        )
-    chunks = []
-    got = 0
-    while True:
-        block = os.read(fd, min(1 << 22, max_bytes + 1 - got))
-        if not block:
-            break
-        got += len(block)
-        if got > max_bytes:
-            raise InvalidSubmission(f"file is over the limit {max_bytes} bytes", file=display)
-        chunks.append(block)
-    return b"".join(chunks)
+    return read_fd(fd, max_bytes, display, InvalidSubmission)
 
 
 def _folder_files(src: _Source, extensions: Sequence[str], limits: ZipLimits) -> dict[str, _Entry]:

@@ -892,16 +892,29 @@ def pack_mask(mask: Mask) -> PackedMask | None:
 def unpack_mask(packed: PackedMask) -> Mask:
     """A :class:`Mask` equal to the one that was packed, its voxels in memory from the pool
     (writing only its nonzero rows, and zeroing those a previous mask left there)."""
-    nbytes = math.prod(packed.shape)
-    buffer, dirty = _POOL.take(nbytes, packed.row_bytes)
-    voxels = np.frombuffer(buffer, dtype=np.uint8)
+    data = _rows_in_pool(packed.shape, packed.order, packed.which, packed.packed, packed.row_or)
+    return Mask(data, packed.grid, packed.min, packed.max, packed.summary)
+
+
+def _rows_in_pool(
+    shape: tuple[int, ...],
+    order: str,
+    which: NDArray[np.intp],
+    packed: NDArray[np.uint8],
+    row_or: NDArray[np.uint8],
+) -> NDArray[np.uint8]:
+    """A one-byte mask of ``shape`` in memory from the pool whose memory-order rows ``which``
+    hold ``packed`` and the others zero (one compiled pass that also zeroes the rows the
+    buffer's previous mask left); ``row_or`` goes back to the pool with the buffer."""
     from evaluator.metrics import _compiled
 
-    assert _compiled.restore_rows is not None  # a packed mask has a summary: Numba is there
-    _compiled.restore_rows(voxels.reshape(-1, packed.row_bytes), dirty, packed.which, packed.packed)
-    weakref.finalize(voxels, _POOL.give, buffer, packed.row_or, packed.row_bytes)
-    data = voxels.reshape(packed.shape, order=packed.order)  # type: ignore[call-overload]
-    return Mask(data, packed.grid, packed.min, packed.max, packed.summary)
+    assert _compiled.restore_rows is not None  # rows were noted: Numba is there
+    row_bytes = int(packed.shape[1])
+    buffer, dirty = _POOL.take(math.prod(shape), row_bytes)
+    voxels = np.frombuffer(buffer, dtype=np.uint8)
+    _compiled.restore_rows(voxels.reshape(-1, row_bytes), dirty, which, packed)
+    weakref.finalize(voxels, _POOL.give, buffer, row_or, row_bytes)
+    return voxels.reshape(shape, order=order)  # type: ignore[call-overload]
 
 
 def restore_rows(
@@ -915,7 +928,7 @@ def restore_rows(
     against ``shape`` (nothing here trusts them beyond that)."""
     from evaluator.metrics import _compiled
 
-    assert _compiled.restore_rows is not None and _compiled.row_bits is not None
+    assert _compiled.row_bits is not None
     nbytes = math.prod(shape)
     row_bytes = int(packed.shape[1])
     n_rows = nbytes // row_bytes
@@ -927,11 +940,7 @@ def restore_rows(
         raise ValueError("rows that do not fit the shape")
     row_or = np.zeros(n_rows, dtype=np.uint8)
     row_or[which] = _compiled.row_bits(packed[None])[0]
-    buffer, dirty = _POOL.take(nbytes, row_bytes)
-    voxels = np.frombuffer(buffer, dtype=np.uint8)
-    _compiled.restore_rows(voxels.reshape(-1, row_bytes), dirty, which, packed)
-    weakref.finalize(voxels, _POOL.give, buffer, row_or, row_bytes)
-    return voxels.reshape(shape, order=order), row_or  # type: ignore[call-overload]
+    return _rows_in_pool(shape, order, which, packed, row_or), row_or
 
 
 def declared_shape(raw: bytes, extension: str) -> tuple[int, ...] | None:

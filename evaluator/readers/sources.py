@@ -26,6 +26,7 @@ __all__ = [
     "case_of",
     "error_class",
     "list_case_files",
+    "read_fd",
     "split_extension",
 ]
 
@@ -119,6 +120,33 @@ def case_of(
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def read_fd(
+    fd: int, max_bytes: int, display: str, err: ErrorClass, st: os.stat_result | None = None
+) -> bytes:
+    """All the bytes of an open file, refused by its size before reading when it is over
+    ``max_bytes``, and read to its end but never more than one byte past the limit, so a file
+    that grew after ``fstat`` is read whole or refused without being read whole. Plain
+    ``os.read`` calls: a few times faster than ``Path.read_bytes`` for a submission's small
+    files. ``st``: the file's ``fstat``, when the caller has it."""
+    size = (st if st is not None else os.fstat(fd)).st_size
+    if size > max_bytes:
+        raise err(f"file size {size} bytes is over the limit {max_bytes}", file=display)
+    limit = max_bytes + 1
+    parts: list[bytes] = []
+    got = 0
+    step = min(size + 1, limit)  # the whole file and its end, in the usual case
+    while got < limit:
+        piece = os.read(fd, min(step, limit - got))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+        step = 1 << 20
+    if got > max_bytes:
+        raise err(f"file size is over the limit {max_bytes} bytes", file=display)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> Callable[[], bytes]:
     def read() -> bytes:
         try:
@@ -133,27 +161,7 @@ def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> C
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise err("not a regular file", file=display)
-            if st.st_size > max_bytes:
-                raise err(
-                    f"file size {st.st_size} bytes is over the limit {max_bytes}", file=display
-                )
-            # Read to the end, but never more than one byte over the limit, so a file that grew
-            # after fstat is read whole or refused without being read whole. Plain os.read
-            # calls: a few times faster than Path.read_bytes for a submission's small files.
-            limit = max_bytes + 1
-            parts: list[bytes] = []
-            got = 0
-            step = min(st.st_size + 1, limit)  # the whole file and its end, in the usual case
-            while got < limit:
-                piece = os.read(fd, min(step, limit - got))
-                if not piece:
-                    break
-                parts.append(piece)
-                got += len(piece)
-                step = 1 << 20
-            if got > max_bytes:
-                raise err(f"file size is over the limit {max_bytes} bytes", file=display)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return read_fd(fd, max_bytes, display, err, st)
         except OSError as exc:
             raise err(
                 f"cannot be read ({exc.strerror or type(exc).__name__})", file=display
