@@ -46,6 +46,7 @@ from evaluator.metrics.segmentation import case_metrics, label_counts, overlap_m
 from evaluator.metrics.surface import directed_distances
 from evaluator.ranking import bootstrap_ranks, leaderboard
 from evaluator.readers.masks import DECOMPRESSOR
+from evaluator.readers.sources import forget_digests
 from evaluator.synthetic import mask_pair, write_nifti
 
 SPACING = (0.8, 0.8, 2.0)
@@ -298,6 +299,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
             # as for the first submission a worker scores against this reference: no file
             # digest and no decoded reference mask remembered from the previous run
             scoring._sha_cache.clear()
+            forget_digests()
             kept.clear()
             return score("segmentation", ref_dir, pred_dir, options=o)
 
@@ -327,6 +329,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
 
             def score_kept(o: ScoreOptions = opts) -> Any:
                 scoring._sha_cache.clear()
+                forget_digests()
                 return score("segmentation", ref_dir, pred_dir, options=o)
 
             kept.clear()
@@ -357,6 +360,7 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
 
         def score_isolated_kept() -> Any:
             scoring._sha_cache.clear()
+            forget_digests()
             return score("segmentation", ref_dir, pred_dir, options=iso)
 
         score_isolated_kept()

@@ -52,7 +52,13 @@ from evaluator.readers.masks import (
     reused_voxel_memory,
 )
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
-from evaluator.readers.sources import CaseFile, CaseFiles, list_case_files
+from evaluator.readers.sources import (
+    CaseFile,
+    CaseFiles,
+    known_digest,
+    list_case_files,
+    note_digest,
+)
 from evaluator.stats.intervals import (
     Interval,
     bootstrap_mean_intervals,
@@ -155,8 +161,9 @@ _sha_cache: dict[tuple[str, int, int], str] = {}
 _table_cache: dict[tuple[Any, ...], Any] = {}
 
 
-#: file digests remembered (a 64-character string each): every file of a large reference
-_SHA_CACHE_SIZE = 4096
+#: digests of single-file inputs remembered (a CSV, a zip); a folder's files have theirs
+#: remembered by evaluator.readers.sources
+_SHA_CACHE_SIZE = 256
 
 
 def _sha256_path(path: Path) -> str:
@@ -182,7 +189,7 @@ def _sha256_tree(path: Path) -> str:
     file below it (symbolic links neither followed nor listed), in the order of their path
     components, as ``sorted(path.rglob("*"))`` gives them."""
     root = path.resolve()
-    files: list[tuple[list[str], str, tuple[str, int, int]]] = []
+    files: list[tuple[list[str], str, str, os.stat_result]] = []
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
@@ -192,13 +199,15 @@ def _sha256_tree(path: Path) -> str:
                 if e.is_dir(follow_symlinks=False):
                     stack.append((Path(e.path), rel + "/"))
                 elif e.is_file(follow_symlinks=False):
-                    st = e.stat(follow_symlinks=False)
-                    files.append((rel.split("/"), rel, (e.path, st.st_size, st.st_mtime_ns)))
+                    files.append((rel.split("/"), rel, e.path, e.stat(follow_symlinks=False)))
     manifest = hashlib.sha256()
-    for _parts, rel, key in sorted(files, key=lambda f: f[0]):
-        digest = recall(_sha_cache, key)
+    for _parts, rel, full, st in sorted(files, key=lambda f: f[0]):
+        # a file the scorer read is hashed already (evaluator.readers.sources); another is
+        # read here
+        digest = known_digest(st)
         if digest is None:
-            digest = str(remember(_sha_cache, key, _sha256_file(Path(key[0])), _SHA_CACHE_SIZE))
+            digest = _sha256_file(Path(full))
+            note_digest(st, digest)
         manifest.update(rel.encode() + b"\0")
         manifest.update(digest.encode() + b"\n")
     return manifest.hexdigest()

@@ -8,14 +8,17 @@ memory whole.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluator._lru import recall, remember
 from evaluator.errors import EvaluatorInputError, InvalidReference, InvalidSubmission
 from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_members, read_member
 
@@ -25,7 +28,10 @@ __all__ = [
     "CaseFiles",
     "case_of",
     "error_class",
+    "forget_digests",
+    "known_digest",
     "list_case_files",
+    "note_digest",
     "read_fd",
     "split_extension",
 ]
@@ -147,6 +153,39 @@ def read_fd(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+# sha256 of files read by the readers here, by what identifies a file's content: device, inode,
+# size, modification and change time (the last one cannot be set back by the file's owner). A
+# report's digest of a folder (evaluator.scoring) takes each file's from here when the scorer has
+# read it already, so a submission's files are read, and hashed, once, by the threads that score.
+_digests: dict[tuple[int, ...], str] = {}
+_digests_lock = threading.Lock()
+#: file digests remembered (a 64-character string each): every file of a large reference
+DIGESTS_KEPT = 4096
+
+
+def _digest_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def known_digest(st: os.stat_result) -> str | None:
+    """The remembered sha256 (hex) of the file whose ``stat`` is ``st``, or None."""
+    with _digests_lock:
+        known = recall(_digests, _digest_key(st))
+    return None if known is None else str(known)
+
+
+def note_digest(st: os.stat_result, digest: str) -> None:
+    """Remember ``digest`` as the sha256 of the file whose ``stat`` is ``st``."""
+    with _digests_lock:
+        remember(_digests, _digest_key(st), digest, DIGESTS_KEPT)
+
+
+def forget_digests() -> None:
+    """Drop every remembered file digest (a benchmark's "first submission")."""
+    with _digests_lock:
+        _digests.clear()
+
+
 def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> Callable[[], bytes]:
     def read() -> bytes:
         try:
@@ -161,7 +200,11 @@ def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> C
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise err("not a regular file", file=display)
-            return read_fd(fd, max_bytes, display, err, st)
+            data = read_fd(fd, max_bytes, display, err, st)
+            if len(data) == st.st_size and known_digest(st) is None:
+                # hashed here, on the scoring thread (hashlib lets go of the GIL)
+                note_digest(st, hashlib.sha256(data).hexdigest())
+            return data
         except OSError as exc:
             raise err(
                 f"cannot be read ({exc.strerror or type(exc).__name__})", file=display

@@ -82,6 +82,59 @@ def test_folder_digest_is_the_manifest_of_its_regular_files(tmp_path):
     assert _sha256_path(folder) == expected() != first
 
 
+def _manifest(folder) -> str:
+    manifest = hashlib.sha256()
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    for p in sorted(files, key=lambda p: p.relative_to(folder).parts):
+        manifest.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        manifest.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+    return manifest.hexdigest()
+
+
+def test_scored_files_are_read_once_for_the_report_digests(tmp_path, monkeypatch):
+    """The digests in a report come from the bytes the scorer read: only a file it did not
+    read (a hidden one) is read again for them, and they equal the manifests computed from
+    scratch."""
+    import evaluator.scoring as scoring_module
+    from evaluator.readers.sources import forget_digests
+
+    ref, pred = write_segmentation(tmp_path, n_cases=3, shape=(16, 16, 8), seed=4)
+    (pred / ".notes").write_bytes(b"not a case")
+    forget_digests()
+    scoring_module._sha_cache.clear()
+    read_again: list[str] = []
+    original = scoring_module._sha256_file
+
+    def counted(path):
+        read_again.append(path.name)
+        return original(path)
+
+    monkeypatch.setattr(scoring_module, "_sha256_file", counted)
+    report = score("segmentation", ref, pred, options=FAST)
+    assert read_again == [".notes"]
+    assert report.meta["reference_sha256"] == _manifest(ref)
+    assert report.meta["predictions_sha256"] == _manifest(pred)
+
+
+def test_a_file_rewritten_with_its_size_and_time_kept_gets_a_new_digest(tmp_path):
+    """A remembered file digest is keyed by the file's change time too, which its owner cannot
+    set back: rewriting a prediction with the same size and modification time is seen."""
+    import os
+
+    ref, pred = write_segmentation(tmp_path, n_cases=2, shape=(16, 16, 8), seed=5)
+    first = score("segmentation", ref, pred, options=FAST).meta["predictions_sha256"]
+    target = pred / "case_000.nii.gz"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-9] ^= 0xFF  # a byte of the gzip trailer's CRC: same size, other content
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    from evaluator.scoring import _sha256_path
+
+    assert _sha256_path(pred) == _manifest(pred) != first
+
+
 def test_case_order_and_input_layout_do_not_matter(tmp_path, write_masks):
     rng = np.random.default_rng(0)
     masks = {f"c{i}": (rng.random((8, 9, 7)) < 0.4).astype(np.uint8) for i in range(5)}
