@@ -55,6 +55,7 @@ from evaluator.readers.safe_zip import UnsafeArchiveError, ZipLimits, iter_membe
 from evaluator.readers.sources import (
     CaseFile,
     CaseFiles,
+    digest_of,
     known_digest,
     list_case_files,
     note_digest,
@@ -347,8 +348,10 @@ def _decode_raw(
     role: str,
     limits: ZipLimits,
     expected_shape: tuple[int, ...] | None = None,
+    digest: str | None = None,
 ) -> Mask:
-    """:func:`_decode` of bytes already read from ``f``."""
+    """:func:`_decode` of bytes already read from ``f`` (``digest``: their sha256, when the
+    reader hashed them)."""
     err = InvalidReference if role == "reference" else InvalidSubmission
 
     def decode(raw: bytes) -> Mask:
@@ -364,7 +367,7 @@ def _decode_raw(
 
     if role == "reference" and expected_shape is None:
         # scored again and again by a worker: kept decoded between submissions
-        return kept.reference_mask(raw, f.extension, limits.max_member_bytes, decode)
+        return kept.reference_mask(raw, f.extension, limits.max_member_bytes, decode, digest)
     return decode(raw)
 
 
@@ -386,7 +389,7 @@ class _PredictionMasks:
         self._position: dict[str, int] = {}
         self._references: Mapping[str, CaseFile] = {}
         self._asked: set[str] = set()
-        self._read_ahead: dict[str, bytes] = {}
+        self._read_ahead: dict[str, tuple[bytes, str | None]] = {}
         if options.isolation is not None:
             self._decoder = Decoder(
                 "segmentation", predictions, _shown(predictions, options), options.isolation
@@ -412,10 +415,14 @@ class _PredictionMasks:
         self._position = {c: k for k, c in enumerate(self._order)}
         self._references = references
 
-    def reference_bytes(self, case_id: str, reference: CaseFile) -> bytes:
-        """The reference file's bytes: read ahead by :meth:`prefetch` (once), else now."""
-        raw = self._read_ahead.pop(case_id, None)
-        return reference.read() if raw is None else raw
+    def reference_bytes(self, case_id: str, reference: CaseFile) -> tuple[bytes, str | None]:
+        """The reference file's bytes and their sha256 when the reader hashed them: read
+        ahead by :meth:`prefetch` (once), else now."""
+        got = self._read_ahead.pop(case_id, None)
+        if got is None:
+            raw = reference.read()
+            return raw, digest_of(raw)
+        return got
 
     def prefetch(self, case_id: str, reference: CaseFile, raw: bytes) -> None:
         """With a decoding child, ask it for this case now and for the next
@@ -437,7 +444,7 @@ class _PredictionMasks:
                 got = ref.read()
             except EvaluatorInputError:
                 continue  # reported by its own case, in case order, when it is read then
-            self._read_ahead[later] = got
+            self._read_ahead[later] = (got, digest_of(got))
             self._ask(later, ref, got, _ASK_AHEAD_VOXELS)
 
     def _ask(
@@ -488,11 +495,12 @@ def _load_case(
     """Read and decode one case's reference and prediction (each file read once); a decoding
     child is asked for the prediction before the reference is decoded here."""
     if preds is not None:
-        raw = preds.reference_bytes(case_id, ref_file)
+        raw, digest = preds.reference_bytes(case_id, ref_file)
         preds.prefetch(case_id, ref_file, raw)
     else:
         raw = ref_file.read()
-    ref = _decode_raw(ref_file, raw, "reference", options.limits)
+        digest = digest_of(raw)
+    ref = _decode_raw(ref_file, raw, "reference", options.limits, digest=digest)
     del raw
     if preds is None:
         return ref, None

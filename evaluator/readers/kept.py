@@ -81,14 +81,20 @@ def _evict(room: int) -> None:
 
 
 def reference_mask(
-    raw: bytes, extension: str, max_bytes: int, decode: Callable[[bytes], Mask]
+    raw: bytes,
+    extension: str,
+    max_bytes: int,
+    decode: Callable[[bytes], Mask],
+    digest: str | None = None,
 ) -> Mask:
     """The mask of a reference file whose bytes are ``raw``, decoded under the size limit
     ``max_bytes`` by ``decode(raw)`` or unpacked from what an earlier decoding of the same
-    bytes kept."""
+    bytes kept. ``digest``: the sha256 (hex) of ``raw`` when the caller has it (the reader
+    hashed the file as it read it), so that the bytes are not hashed twice."""
     if _budget <= 0:
         return decode(raw)
-    key = (hashlib.sha256(raw).digest(), extension.lower(), max_bytes)
+    sha = bytes.fromhex(digest) if digest is not None else hashlib.sha256(raw).digest()
+    key = (sha, extension.lower(), max_bytes)
     with _lock:
         packed = recall(_kept, key)
         again = packed is None and recall(_seen, key) is not None

@@ -27,6 +27,7 @@ __all__ = [
     "CaseFile",
     "CaseFiles",
     "case_of",
+    "digest_of",
     "error_class",
     "forget_digests",
     "known_digest",
@@ -180,6 +181,17 @@ def note_digest(st: os.stat_result, digest: str) -> None:
         remember(_digests, _digest_key(st), digest, DIGESTS_KEPT)
 
 
+_last_read = threading.local()
+
+
+def digest_of(data: bytes) -> str | None:
+    """The sha256 (hex) of ``data`` when it is the file this thread read last here (from a
+    folder or as a single file), else None; asked once per read."""
+    got = getattr(_last_read, "got", None)
+    _last_read.got = None
+    return got[1] if got is not None and got[0] is data else None
+
+
 def forget_digests() -> None:
     """Drop every remembered file digest (a benchmark's "first submission")."""
     with _digests_lock:
@@ -201,9 +213,15 @@ def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> C
             if not stat.S_ISREG(st.st_mode):
                 raise err("not a regular file", file=display)
             data = read_fd(fd, max_bytes, display, err, st)
-            if len(data) == st.st_size and known_digest(st) is None:
-                # hashed here, on the scoring thread (hashlib lets go of the GIL)
-                note_digest(st, hashlib.sha256(data).hexdigest())
+            after = os.fstat(fd)
+            if len(data) == st.st_size and _digest_key(after) == _digest_key(st):
+                # unchanged while it was read: these bytes are the file's content under st
+                digest = known_digest(st)
+                if digest is None:
+                    # hashed here, on the scoring thread (hashlib lets go of the GIL)
+                    digest = hashlib.sha256(data).hexdigest()
+                    note_digest(st, digest)
+                _last_read.got = (data, digest)
             return data
         except OSError as exc:
             raise err(

@@ -198,3 +198,48 @@ def test_only_reference_bytes_are_kept_wherever_they_come_from(tmp_path):
     assert len(kept._kept) == 1
     ref_digest = next(iter(kept._kept))[0]
     assert ref_digest == hashlib.sha256((ref_dir / "c.nii.gz").read_bytes()).digest()
+
+
+def test_a_reference_read_from_a_folder_is_hashed_once(tmp_path, monkeypatch):
+    """The kept masks are known by the sha256 the reader computed as it read the file (the one
+    the report's digest uses too): kept hashes no bytes of its own, and the same file zipped
+    (which the reader does not hash) meets the same kept mask."""
+    from evaluator.readers import sources
+
+    shape = (24, 24, 12)
+    ref, pred = labelled(shape, seed=6)
+    ref_dir, pred_dir = write_pairs(tmp_path, {"c": (ref, pred)})
+    hashed: list[int] = []
+
+    class Counting:
+        @staticmethod
+        def sha256(data: bytes):
+            hashed.append(len(data))
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(kept, "hashlib", Counting)
+    sources.forget_digests()
+    for _ in range(3):
+        scored(ref_dir, pred_dir)
+    assert hashed == [] and len(kept._kept) == 1
+    zipped = tmp_path / "ref.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.write(ref_dir / "c.nii.gz", "c.nii.gz")
+    scored(zipped, pred_dir)
+    assert len(hashed) == 1 and len(kept._kept) == 1
+
+
+def test_a_read_digest_answers_only_for_the_bytes_just_read(tmp_path):
+    from evaluator.readers.sources import digest_of, list_case_files
+
+    (tmp_path / "a.npy").write_bytes(b"first file")
+    (tmp_path / "b.npy").write_bytes(b"other file")
+    files = list_case_files(tmp_path, role="reference").files
+    data = files["a"].read()
+    assert digest_of(b"first file") is None  # equal bytes, but not the ones read
+    data = files["a"].read()
+    assert digest_of(data) == hashlib.sha256(b"first file").hexdigest()
+    assert digest_of(data) is None  # asked once
+    data = files["a"].read()
+    files["b"].read()
+    assert digest_of(data) is None  # another file was read since
