@@ -424,21 +424,51 @@ def _surface_in_words(
 
 
 def _nearest_far(
-    points: Any, todo: Any, q: Any, spacing: Any, shift: int, out: Any
+    points: Any, todo: Any, q_all: Any, spacing: Any, shift: int, out: Any
 ) -> None:  # pragma: no cover - runs compiled
-    """Exact nearest distance from ``points[todo]`` to the points ``q`` ((m, 3) voxel indices),
-    in mm: ``sqrt(sum(((p - q) * spacing) ** 2))``, the formula of the offset ball's lengths.
+    """Exact nearest distance from ``points[todo]`` to the points ``q_all`` ((m, 3) voxel
+    indices), in mm: ``sqrt(sum(((p - q) * spacing) ** 2))``, the formula of the offset ball's
+    lengths.
 
-    ``q`` is bucketed into cubes of ``2**shift`` voxels a side. Cubes too far from the points'
-    box to hold any point's nearest voxel are dropped first; then each point starts from the
-    distance to the previous point's nearest voxel (far points come in clusters, so it is
-    close) and reads only the cubes whose voxels' box is nearer than the nearest found so
-    far.
+    First the points of ``q_all`` that can be the nearest of none of ``points[todo]`` are
+    dropped, in one pass: with B the box of those points, every one of them is within
+    maxdist(B, q) of each q, so none has its nearest farther than the least such bound, and a q
+    farther than that from all of B is never the nearest. Far points are mostly one cluster (a
+    stray blob), which keeps only the part of the surface facing it. The rest is bucketed into
+    cubes of ``2**shift`` voxels a side; each point starts from the distance to the previous
+    point's nearest voxel (close: the points come in clusters) and reads only the cubes whose
+    voxels' box is nearer than the nearest found so far.
     """
-    m = q.shape[0]
-    if m == 0 or todo.size == 0:
+    if q_all.shape[0] == 0 or todo.size == 0:
         return
     s0, s1, s2 = spacing[0], spacing[1], spacing[2]
+    pl0, ph0 = points[todo[0], 0], points[todo[0], 0]
+    pl1, ph1 = points[todo[0], 1], points[todo[0], 1]
+    pl2, ph2 = points[todo[0], 2], points[todo[0], 2]
+    for t in range(todo.size):
+        i = todo[t]
+        pl0, ph0 = min(pl0, points[i, 0]), max(ph0, points[i, 0])
+        pl1, ph1 = min(pl1, points[i, 1]), max(ph1, points[i, 1])
+        pl2, ph2 = min(pl2, points[i, 2]), max(ph2, points[i, 2])
+    reach = np.inf
+    for t in range(q_all.shape[0]):
+        f0 = max(q_all[t, 0] - pl0, ph0 - q_all[t, 0]) * s0
+        f1 = max(q_all[t, 1] - pl1, ph1 - q_all[t, 1]) * s1
+        f2 = max(q_all[t, 2] - pl2, ph2 - q_all[t, 2]) * s2
+        reach = min(reach, f0 * f0 + f1 * f1 + f2 * f2)
+    reach *= 1.0 + 1e-9  # what is kept is a superset, whatever the rounding
+    keep = np.empty(q_all.shape[0], dtype=np.intp)
+    m = 0
+    for t in range(q_all.shape[0]):
+        e0 = max(q_all[t, 0] - ph0, pl0 - q_all[t, 0], 0) * s0
+        e1 = max(q_all[t, 1] - ph1, pl1 - q_all[t, 1], 0) * s1
+        e2 = max(q_all[t, 2] - ph2, pl2 - q_all[t, 2], 0) * s2
+        if e0 * e0 + e1 * e1 + e2 * e2 <= reach:
+            keep[m] = t
+            m += 1
+    q = np.empty((m, 3), dtype=np.intp)
+    for t in range(m):
+        q[t, 0], q[t, 1], q[t, 2] = q_all[keep[t], 0], q_all[keep[t], 1], q_all[keep[t], 2]
     lo0, lo1, lo2 = q[0, 0], q[0, 1], q[0, 2]
     hi0, hi1, hi2 = lo0, lo1, lo2
     for t in range(m):
@@ -486,38 +516,8 @@ def _nearest_far(
             a1, b1 = min(a1, m1[v]), max(b1, m1[v])
             a2, b2 = min(a2, m2[v]), max(b2, m2[v])
         lo0[u], hi0[u], lo1[u], hi1[u], lo2[u], hi2[u] = a0, b0, a1, b1, a2, b2
-    # Cubes that can hold the nearest voxel of no point at all are dropped once, for all the
-    # points together: with B the points' box, every point is within maxdist(B, cube) of each
-    # cube's voxels, so no point's nearest voxel is farther than the least such bound, and a
-    # cube whose box is farther than that from all of B is never read. Far points are mostly
-    # one cluster (a stray blob), which keeps only the cubes facing it.
-    pl0, ph0 = points[todo[0], 0], points[todo[0], 0]
-    pl1, ph1 = points[todo[0], 1], points[todo[0], 1]
-    pl2, ph2 = points[todo[0], 2], points[todo[0], 2]
-    for t in range(todo.size):
-        i = todo[t]
-        pl0, ph0 = min(pl0, points[i, 0]), max(ph0, points[i, 0])
-        pl1, ph1 = min(pl1, points[i, 1]), max(ph1, points[i, 1])
-        pl2, ph2 = min(pl2, points[i, 2]), max(ph2, points[i, 2])
-    reach = np.inf
-    for u in range(nc):
-        f0 = max(hi0[u] - pl0, ph0 - lo0[u]) * s0
-        f1 = max(hi1[u] - pl1, ph1 - lo1[u]) * s1
-        f2 = max(hi2[u] - pl2, ph2 - lo2[u]) * s2
-        reach = min(reach, f0 * f0 + f1 * f1 + f2 * f2)
-    kept = 0
-    for u in range(nc):
-        e0 = max(lo0[u] - ph0, pl0 - hi0[u], 0) * s0
-        e1 = max(lo1[u] - ph1, pl1 - hi1[u], 0) * s1
-        e2 = max(lo2[u] - ph2, pl2 - hi2[u], 0) * s2
-        if e0 * e0 + e1 * e1 + e2 * e2 <= reach:
-            cells[kept] = cells[u]
-            lo0[kept], hi0[kept], lo1[kept], hi1[kept] = lo0[u], hi0[u], lo1[u], hi1[u]
-            lo2[kept], hi2[kept] = lo2[u], hi2[u]
-            kept += 1
-    nc = kept
     bound = np.empty(nc, dtype=np.float64)
-    near = members[starts[cells[0]]]  # the nearest voxel of the previous point: a first guess
+    near = 0  # the nearest voxel of the previous point: a close first guess for the next
     for t in range(todo.size):
         i = todo[t]
         x0, x1, x2 = points[i, 0], points[i, 1], points[i, 2]

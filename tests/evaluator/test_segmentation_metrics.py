@@ -537,3 +537,30 @@ def test_surfaces_eight_voxels_at_a_time_equal_voxel_by_voxel(monkeypatch, shape
             np.testing.assert_array_equal(a, b)
         bf = brute_force(masks[1], masks[0], spacing)
         assert max(got[0].max(), got[1].max()) == pytest.approx(bf["hd"], abs=1e-9)
+
+
+@pytest.mark.parametrize("clusters", [1, 2, 3])
+def test_far_search_drops_only_voxels_that_cannot_be_nearest(clusters):
+    """The far search first drops the other surface's voxels that are farther from the points'
+    box than some voxel can be from all of it; with one stray cluster or several far apart (a
+    box spanning much of the volume), every distance is the brute-force minimum, bit for bit."""
+    from evaluator.metrics import _compiled
+
+    if _compiled.nearest_far is None:
+        pytest.skip("without Numba the k-d tree answers")
+    rng = np.random.default_rng(clusters)
+    spacing = np.array([2.0, 0.8, 0.7])
+    for trial in range(6):
+        q = rng.integers(20, 60, size=(int(rng.integers(50, 3000)), 3))
+        centers = rng.integers(-40, 120, size=(clusters, 3))
+        points = np.concatenate(
+            [c + rng.integers(-4, 5, size=(int(rng.integers(1, 60)), 3)) for c in centers]
+        )
+        todo = np.arange(points.shape[0], dtype=np.intp)
+        for shift in (1, 2, 3):
+            out = np.full(points.shape[0], np.nan)
+            _compiled.nearest_far(points, todo, q, spacing, shift, out)
+            diff = (points[:, None, :] - q[None, :, :]) * spacing
+            d0, d1, d2 = diff[..., 0], diff[..., 1], diff[..., 2]
+            brute = np.sqrt((d0 * d0 + d1 * d1 + d2 * d2).min(axis=1))
+            assert np.array_equal(out, brute), (trial, shift)
