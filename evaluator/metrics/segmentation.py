@@ -165,8 +165,11 @@ def percentile_95(d: NDArray[np.float64]) -> float:
         return float(d.max())
     lo = math.floor(v)
     t = v - lo
-    part = np.partition(d, (lo, lo + 1))
-    a, b = float(part[lo]), float(part[lo + 1])
+    # one selection, then the least of what lies above it: the (lo + 1)-th smallest. Five
+    # times faster than selecting both (numpy's selection of two ranks is slow on the many
+    # equal distances a voxel grid gives)
+    part = np.partition(d, lo)
+    a, b = float(part[lo]), float(part[lo + 1 :].min())
     diff = b - a
     # numpy's _lerp: from the nearer end, so that t = 1 gives b exactly
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
