@@ -51,7 +51,9 @@ from evaluator.readers.masks import (
     Grid,
     Mask,
     MaskDecodeError,
+    RowsBuffer,
     decode_mask,
+    decode_rows,
     pack_mask,
     restore_rows,
     reused_voxel_memory,
@@ -207,10 +209,12 @@ def _warm_up_masks() -> None:
     png = io.BytesIO()
     Image.fromarray(masks_3d[0][:, :, 1] * 255).save(png, format="PNG")
     files.append((png.getvalue(), ".png"))
+    buffer = RowsBuffer()
     with reused_voxel_memory():
         # the same size again with other rows: a reused buffer has its old rows cleared
         for raw, ext in files + files[:2]:
             with contextlib.suppress(MaskDecodeError):
+                decode_rows(raw, ext, buffer)
                 mask = decode_mask(raw, ext)
                 pack_mask(mask)
                 del mask
@@ -580,6 +584,7 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                 "isolation": applied,
             },
         )
+        rows_buffer = RowsBuffer()  # one mask's rows are sent before the next is decoded
         with reused_voxel_memory():  # one mask's memory serves the next
             while True:
                 request = json.loads(conn.recv_bytes(_HEADER_MAX))
@@ -589,12 +594,27 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                 expected = tuple(int(n) for n in request["shape"]) if request.get("shape") else None
                 f = files[case]
                 try:
-                    mask = decode_mask(
-                        f.read(_file_bound(expected, limits.zip_limits.max_member_bytes)),
+                    raw = f.read(_file_bound(expected, limits.zip_limits.max_member_bytes))
+                    # a gzipped one-byte NIfTI straight to the rows that are sent; any other
+                    # file decoded whole
+                    rows = decode_rows(
+                        raw,
                         f.extension,
+                        rows_buffer,
                         max_voxel_bytes=limits.zip_limits.max_member_bytes,
                         expected_shape=expected,
                     )
+                    mask = (
+                        decode_mask(
+                            raw,
+                            f.extension,
+                            max_voxel_bytes=limits.zip_limits.max_member_bytes,
+                            expected_shape=expected,
+                        )
+                        if rows is None
+                        else None
+                    )
+                    del raw
                 except MaskDecodeError as exc:
                     _send(
                         conn,
@@ -604,13 +624,13 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                 except Exception as exc:
                     _send(conn, {**_error_header(exc, case), "file": f.display})
                     continue
-                g = mask.grid
+                g = mask.grid if mask is not None else rows.grid  # type: ignore[union-attr]
                 geometry = {
                     "spacing": list(g.spacing) if g.spacing is not None else None,
                     "affine": g.affine.tolist() if g.affine is not None else None,
                     "space": g.space,
                 }
-                packed = pack_mask(mask)
+                packed = pack_mask(mask) if mask is not None else rows
                 if packed is not None:
                     # a one-byte mask goes as its rows (runs along the axis contiguous in memory)
                     # that hold a voxel, with their numbers: a tenth of its bytes for an organ
@@ -624,8 +644,9 @@ def _child(conn: Connection, request: dict[str, Any]) -> None:
                     }
                     _send(conn, header, packed.which.astype("<i8").data)
                     conn.send_bytes(packed.packed.reshape(-1).data)  # 1-D even with no rows
-                    del mask, packed  # its memory goes back for the next case
+                    del mask, rows, packed  # its memory goes back for the next case
                     continue
+                assert mask is not None
                 # a Fortran-ordered array (NIfTI) goes as its transpose's bytes, without a copy
                 order = (
                     "F"

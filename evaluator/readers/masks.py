@@ -41,8 +41,11 @@ __all__ = [
     "Grid",
     "Mask",
     "MaskDecodeError",
+    "MaskRows",
+    "RowsBuffer",
     "ShapeMismatch",
     "decode_mask",
+    "decode_rows",
     "gunzip",
     "reused_voxel_memory",
 ]
@@ -778,17 +781,22 @@ def _decode(
 
 def _check_grid(arr: NDArray[np.generic], grid: Grid) -> None:
     """One place for the geometry rules every format must meet."""
-    if arr.ndim not in (2, 3):
-        raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {tuple(arr.shape)}")
+    _check_geometry(tuple(arr.shape), grid)
+
+
+def _check_geometry(shape: tuple[int, ...], grid: Grid) -> None:
+    ndim = len(shape)
+    if ndim not in (2, 3):
+        raise MaskDecodeError(f"a mask must be 2-D or 3-D, got shape {shape}")
     if grid.spacing is not None:
-        if len(grid.spacing) != arr.ndim:
+        if len(grid.spacing) != ndim:
             raise MaskDecodeError(
-                f"the header gives {len(grid.spacing)} voxel spacing(s) for a {arr.ndim}-D mask"
+                f"the header gives {len(grid.spacing)} voxel spacing(s) for a {ndim}-D mask"
             )
         if not all(math.isfinite(x) and x > 0 for x in grid.spacing):
             raise MaskDecodeError(f"invalid voxel spacing {grid.spacing} in the header")
     if grid.affine is not None and (
-        grid.affine.shape not in ((arr.ndim + 1, arr.ndim + 1), (4, 4))
+        grid.affine.shape not in ((ndim + 1, ndim + 1), (4, 4))
         or not np.all(np.isfinite(grid.affine))
     ):
         raise MaskDecodeError("invalid orientation (affine) in the header")
@@ -887,6 +895,94 @@ def pack_mask(mask: Mask) -> PackedMask | None:
         _read_only(packed),
         row_or.copy(),
     )
+
+
+@dataclass(frozen=True)
+class MaskRows:
+    """A one-byte mask as a decoding child sends it: its rows (runs along the axis contiguous
+    in memory) that hold a nonzero voxel, with their numbers in memory order; what
+    :func:`pack_mask` would give of the decoded :class:`Mask`, without the mask."""
+
+    shape: tuple[int, ...]
+    order: str  # "F" (NIfTI)
+    grid: Grid
+    which: NDArray[np.intp]
+    packed: NDArray[np.uint8]  # (len(which), row bytes)
+
+
+class RowsBuffer:
+    """Memory for :func:`decode_rows`, reused from one mask to the next (the caller sends each
+    mask's rows before it decodes another)."""
+
+    def __init__(self) -> None:
+        self._packed = np.empty((0, 1), dtype=np.uint8)
+        self._which = np.empty(0, dtype=np.intp)
+
+    def take(self, n_rows: int, row_bytes: int) -> tuple[NDArray[np.intp], NDArray[np.uint8]]:
+        if self._packed.size < n_rows * row_bytes:
+            # untouched memory costs nothing until a row is written into it
+            self._packed = np.empty((n_rows, row_bytes), dtype=np.uint8)
+        if self._which.size < n_rows:
+            self._which = np.empty(n_rows, dtype=np.intp)
+        packed = self._packed.reshape(-1)[: n_rows * row_bytes].reshape(n_rows, row_bytes)
+        return self._which[:n_rows], packed
+
+
+def decode_rows(
+    raw: bytes,
+    extension: str,
+    buffer: RowsBuffer,
+    *,
+    max_voxel_bytes: int = DEFAULT_MAX_VOXEL_BYTES,
+    expected_shape: tuple[int, ...] | None = None,
+) -> MaskRows | None:
+    """:func:`decode_mask` then :func:`pack_mask` in one pass for a gzipped one-byte NIfTI
+    mask with no scaling: each inflated step's nonzero rows are copied straight into
+    ``buffer`` while the step is in the core's cache (no mask, no summary). ``None`` for any
+    other file, which :func:`decode_mask` then decodes. The same checks, in the same order,
+    raise the same errors as :func:`decode_mask`."""
+    from evaluator.metrics import _compiled
+
+    if extension.lower() != ".nii.gz" or _compiled.pick_rows is None:
+        return None
+    try:
+        head = _inflate_upto(raw, 540)
+        info = _nifti_info(head)
+        shape, dtype, offset = info.shape, info.dtype, info.offset
+        if (
+            dtype.itemsize != 1
+            or dtype.kind not in "ub"
+            or len(shape) not in (2, 3)
+            or math.prod(shape) == 0
+            or _apply_scaling(_CLEAN, info.slope, info.inter) is not _CLEAN
+        ):
+            return None
+        nbytes = _check_declared(shape, 1, max_voxel_bytes, expected_shape)
+        if offset > max_voxel_bytes:
+            raise MaskDecodeError(f"invalid voxel offset {offset} in the NIfTI header")
+        grid = Grid(shape, info.zooms[: len(shape)], info.affine, "nifti")
+        row_bytes = shape[0]
+        which, packed = buffer.take(nbytes // row_bytes, row_bytes)
+        step = row_bytes * max(1, STREAM_BYTES // row_bytes)
+        ors = np.empty(step // row_bytes, dtype=np.uint8)
+        flat = packed.reshape(-1)
+        count, first = 0, 0
+        pick = _compiled.pick_rows
+        for chunk in _inflate_steps(raw, offset, nbytes, step):
+            src = np.frombuffer(chunk, dtype=np.uint8)
+            count = pick(src, row_bytes, first, ors, which, flat, count)
+            first += src.size // row_bytes
+            del chunk, src
+        _check_geometry(shape, grid)
+    except MaskDecodeError:
+        raise
+    except MemoryError:
+        raise MaskDecodeError("the mask does not fit in the decoder's memory limit") from None
+    except Exception as exc:  # any other fault of a decoder on these bytes
+        raise MaskDecodeError(
+            f"unreadable {extension.lower()} file ({type(exc).__name__})"
+        ) from None
+    return MaskRows(shape, "F", grid, which[:count], packed[:count])
 
 
 def unpack_mask(packed: PackedMask) -> Mask:

@@ -150,3 +150,74 @@ def test_a_well_formed_answer_from_the_fake_child_is_taken():
         expected[3, 2, 0] = expected[0, 1, 2] = 1  # row 2 = (y 2, z 0), row 9 = (y 1, z 2)
         assert np.array_equal(mask.data, expected)
         assert mask.summary is not None and mask.summary.count == 2
+
+
+def _scaled(data: np.ndarray) -> bytes:
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(2.0, 0.0)
+    return gzip.compress(img.to_bytes())
+
+
+def test_rows_decoded_straight_equal_the_packed_decoded_mask():
+    """A child turns a gzipped one-byte NIfTI straight into the rows it sends (decode_rows):
+    the same rows, numbers, shape and geometry as decoding the mask and packing it, for
+    one-byte masks of every kind, and None for what it leaves to the full decoder."""
+    rng = np.random.default_rng(3)
+    given = {name: raw for name, (raw, ext, _d) in cases().items() if ext == ".nii.gz"}
+    given.pop("wide")
+    flat = np.zeros((24, 10), np.uint8)
+    flat[4:9, 2:7] = 3
+    given["2-D"] = nifti_2d = gzip.compress(nib.Nifti1Image(flat, np.eye(4)).to_bytes())
+    bools = rng.random((10, 6, 4)) < 0.3
+    given["bool"] = gzip.compress(
+        nib.Nifti1Image(bools.astype(np.uint8), np.eye(4), dtype=np.uint8).to_bytes()
+    )
+    # two gzip members, cut inside the voxels
+    whole = nib.Nifti1Image((rng.random((16, 8, 6)) < 0.2).astype(np.uint8), np.eye(4)).to_bytes()
+    given["members"] = gzip.compress(whole[:700]) + gzip.compress(whole[700:])
+    buffer = masks.RowsBuffer()
+    for name, raw in given.items():
+        got = masks.decode_rows(raw, ".nii.gz", buffer)
+        want = masks.pack_mask(decode_mask(raw, ".nii.gz"))
+        assert got is not None and want is not None, name
+        assert (got.shape, got.order) == (want.shape, want.order), name
+        assert np.array_equal(got.which, want.which), name
+        assert np.array_equal(got.packed, want.packed), name
+        assert got.grid.spacing == want.grid.spacing and got.grid.space == want.grid.space
+        assert np.array_equal(got.grid.affine, want.grid.affine)
+    assert nifti_2d in given.values()
+    wide = cases()["wide"][0]
+    plain = nib.Nifti1Image(flat, np.eye(4)).to_bytes()
+    assert masks.decode_rows(wide, ".nii.gz", buffer) is None  # int16: decoded whole
+    assert masks.decode_rows(_scaled(flat), ".nii.gz", buffer) is None  # rescaled values
+    assert masks.decode_rows(plain, ".nii", buffer) is None
+    assert masks.decode_rows(cases()["png"][0], ".png", buffer) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "shape", "corrupt", "not gzip", "too large"],
+)
+def test_rows_decoded_straight_fail_as_the_full_decoder_does(damage):
+    organ = cases()["organ"][0]
+    expected = None
+    limit = masks.DEFAULT_MAX_VOXEL_BYTES
+    raw = organ
+    if damage == "truncated":
+        raw = organ[: len(organ) // 2]
+    elif damage == "shape":
+        expected = (40, 24, 13)
+    elif damage == "corrupt":
+        raw = organ[:12] + bytes(b ^ 0x5A for b in organ[12:60]) + organ[60:]
+    elif damage == "not gzip":
+        raw = b"\x00" * 400
+    else:
+        limit = 1000
+    with pytest.raises(masks.MaskDecodeError) as full:
+        decode_mask(raw, ".nii.gz", max_voxel_bytes=limit, expected_shape=expected)
+    with pytest.raises(masks.MaskDecodeError) as straight:
+        masks.decode_rows(
+            raw, ".nii.gz", masks.RowsBuffer(), max_voxel_bytes=limit, expected_shape=expected
+        )
+    assert type(straight.value) is type(full.value)
+    assert straight.value.problem() == full.value.problem()
