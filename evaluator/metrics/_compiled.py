@@ -601,6 +601,7 @@ def _nearest_in_ball(
     o1 = np.ascontiguousarray(offsets[:, 1])
     o2 = np.ascontiguousarray(offsets[:, 2])
     lin = o0 * s0 + o1 * s1 + o2
+    blocks = count // 4
     missed = np.empty(points.shape[0], dtype=np.intp)
     n_missed = 0
     for i in range(points.shape[0]):
@@ -613,10 +614,29 @@ def _nearest_in_ball(
             if flat[c]:
                 out[i] = 0.0
                 continue
-            for j in range(count):
-                if flat[c + lin[j]]:
-                    out[i] = lengths[j]
+            # four offsets per test (a quarter of the branches), then the first of the four
+            # that hit: the same offset as trying them one by one
+            hit = -1
+            for b in range(blocks):
+                j = 4 * b
+                if (
+                    flat[c + lin[j]]
+                    | flat[c + lin[j + 1]]
+                    | flat[c + lin[j + 2]]
+                    | flat[c + lin[j + 3]]
+                ):
+                    for k in range(j, j + 4):
+                        if flat[c + lin[k]]:
+                            hit = k
+                            break
                     break
+            if hit < 0:
+                for k in range(4 * blocks, count):
+                    if flat[c + lin[k]]:
+                        hit = k
+                        break
+            if hit >= 0:
+                out[i] = lengths[hit]
             else:
                 missed[n_missed] = i
                 n_missed += 1
