@@ -271,14 +271,26 @@ def score(
     ``"segmentation"`` task; see the module docstring and ``docs/evaluator.md``."""
     options = options or ScoreOptions()
     reference, predictions = Path(reference), Path(predictions)
-    if task == "segmentation":
-        report = _score_segmentation(reference, predictions, options)
-    elif task == "classification":
-        report = _score_classification(reference, predictions, options)
-    else:
+    if task not in ("segmentation", "classification"):
         raise ValueError(f"unknown task {task!r}: expected 'classification' or 'segmentation'")
+    digest: Future[str] | None = None
+    hasher = None
+    if options.isolation is not None:
+        # the decoding child reads the participant's files, so the scorer never hashes them as
+        # it reads (see _sha256_tree): they are hashed meanwhile on a thread of their own
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanbench-digest")
+        digest = hasher.submit(_sha256_path, predictions)
+    try:
+        if task == "segmentation":
+            report = _score_segmentation(reference, predictions, options)
+        else:
+            report = _score_classification(reference, predictions, options)
+        predictions_sha256 = digest.result() if digest is not None else _sha256_path(predictions)
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True, cancel_futures=True)
     report.meta["reference_sha256"] = _sha256_path(reference)
-    report.meta["predictions_sha256"] = _sha256_path(predictions)
+    report.meta["predictions_sha256"] = predictions_sha256
     return report
 
 

@@ -221,3 +221,31 @@ def test_rows_decoded_straight_fail_as_the_full_decoder_does(damage):
         )
     assert type(straight.value) is type(full.value)
     assert straight.value.problem() == full.value.problem()
+
+
+def test_digests_are_the_same_when_the_child_reads_the_files(tmp_path):
+    """With the decoding child the participant's files are hashed on a thread of their own
+    while scoring goes on: the report's digests are those of in-process scoring."""
+    from evaluator import ScoreOptions, score
+    from evaluator.readers.sources import forget_digests
+    from evaluator.synthetic import write_segmentation
+
+    ref, pred = write_segmentation(tmp_path, n_cases=3, shape=(16, 16, 8), seed=8)
+    (pred / "notes").mkdir()
+    (pred / "notes" / ".keep").write_bytes(b"x")
+    limits = DecodeLimits(memory_bytes=512 << 20, cpu_seconds=20, wall_seconds=20.0)
+    reports = []
+    for isolation in (None, limits):
+        forget_digests()
+        reports.append(
+            score(
+                "segmentation", ref, pred, options=ScoreOptions(bootstrap=20, isolation=isolation)
+            )
+        )
+    here, there = (r.meta for r in reports)
+    assert there["decoding"] != ["in-process"]
+    assert (here["predictions_sha256"], here["reference_sha256"]) == (
+        there["predictions_sha256"],
+        there["reference_sha256"],
+    )
+    assert reports[0].aggregates == reports[1].aggregates
