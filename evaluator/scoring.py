@@ -351,7 +351,9 @@ def _check_grid(ref: Grid, pred: Grid, display: str, case_id: str) -> None:
 def _decode(
     f: CaseFile, role: str, limits: ZipLimits, expected_shape: tuple[int, ...] | None = None
 ) -> Mask:
-    return _decode_raw(f, f.read(), role, limits, expected_shape)
+    raw = f.read()
+    digest_of(raw)  # not needed here: the reader lets go of its note of these bytes
+    return _decode_raw(f, raw, role, limits, expected_shape)
 
 
 def _decode_raw(
