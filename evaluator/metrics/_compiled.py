@@ -43,6 +43,7 @@ __all__ = [
     "row_bits",
     "store_rows",
     "summary",
+    "summary_of_rows",
     "surface_in_box",
     "surface_in_rows",
     "surface_in_words",
@@ -251,6 +252,69 @@ def _pick_rows(
             which[count] = first + r
             count += 1
     return count
+
+
+def _summary_of_rows(
+    which: Any, packed: Any, words: Any, n0: int, n1: int
+) -> Any:  # pragma: no cover - runs compiled
+    """:func:`_summary` of a one-byte mask given as its rows ``packed`` ((k, width), uint8)
+    with their numbers ``which`` in memory order (every other row zero), the mask's C-ordered
+    view being (n0, n1, width): the stats, the OR of every row as (n0, n1), and the spans.
+    ``words``: ``packed`` read as 8-byte words, or an empty last axis. Reads only the rows
+    given, one after the other (how the parent summarizes a mask a decoding child sent)."""
+    k, width = packed.shape
+    nw = words.shape[1]
+    rows = np.zeros((n0, n1), dtype=np.uint8)
+    spans = np.empty((n0, n1, 2), dtype=np.int32)
+    count, top = 0, 0
+    lo0, hi0, lo1, hi1, lo2, hi2 = n0, -1, n1, -1, width, -1
+    w = np.uint64(width)
+    for t in range(k):
+        row = packed[t]
+        bits = np.uint8(0)
+        for q in range(w):
+            bits |= row[q]
+        if bits == 0:
+            continue
+        r = which[t]
+        i = r // n1
+        j = r - i * n1
+        rows[i, j] = bits
+        kw = 0
+        while kw < nw and words[t, kw] == 0:
+            kw += 1
+        first = kw * 8
+        while row[first] == 0:
+            first += 1
+        kw = nw - 1
+        while kw >= 0 and words[t, kw] == 0:
+            kw -= 1
+        last = kw * 8 + 7 if nw > 0 else width - 1
+        while row[last] == 0:
+            last -= 1
+        spans[i, j, 0], spans[i, j, 1] = first, last
+        lo0, hi0 = min(lo0, i), max(hi0, i)
+        lo1, hi1 = min(lo1, j), max(hi1, j)
+        lo2, hi2 = min(lo2, first), max(hi2, last)
+        c = 0
+        span = row[first:]
+        if bits == 1:  # every value of the row is 0 or 1
+            for q in range(np.uint64(last - first + 1)):
+                c += span[q]
+            top = max(top, 1)
+        else:
+            m = 0
+            for q in range(np.uint64(last - first + 1)):
+                v = span[q]
+                c += v != 0
+                m = max(m, v)
+            top = max(top, m)
+        count += c
+    out = np.full(8, -1, dtype=np.int64)
+    out[0], out[1] = count, top
+    if hi0 >= 0:
+        out[2], out[3], out[4], out[5], out[6], out[7] = lo0, hi0 + 1, lo1, hi1 + 1, lo2, hi2 + 1
+    return out, rows, spans
 
 
 def _clear_rows(voxels: Any, rows: Any) -> None:  # pragma: no cover - runs compiled
@@ -677,6 +741,7 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any] | None:
 bounding_box = _compile(_bounding_box)
 row_bits = _compile(_row_bits)
 summary = _compile(_summary)
+summary_of_rows = _compile(_summary_of_rows)
 store_rows = _compile(_store_rows)
 pick_rows = _compile(_pick_rows)
 clear_rows = _compile(_clear_rows)

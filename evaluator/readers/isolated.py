@@ -835,10 +835,12 @@ class Decoder:
             raise got
         h, shape, order, payload = got
         rows = None
+        summary: MaskSummary | None = None
         if isinstance(payload, tuple):
             which, packed = payload
             try:
-                arr, rows = restore_rows(shape, order, which, packed)
+                # the summary made here from the rows themselves, never taken from the child
+                arr, rows, summary = restore_rows(shape, order, which, packed)
             except ValueError:
                 raise self._protocol_error() from None
         else:
@@ -850,6 +852,8 @@ class Decoder:
             _affine(h.get("affine")),
             str(h.get("space", ""))[:64],
         )
+        if summary is not None:  # a one-byte mask: every value is a label
+            return Mask(arr, grid, 0, summary.max, summary)
         try:
             data, lo, hi, summary = _labels(arr, rows)
         except MaskDecodeError as exc:

@@ -1015,16 +1015,18 @@ def _rows_in_pool(
 
 def restore_rows(
     shape: tuple[int, ...], order: str, which: NDArray[np.intp], packed: NDArray[np.uint8]
-) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], MaskSummary | None]:
     """A one-byte mask of ``shape`` (``order`` "C" or "F") whose memory-order rows ``which``
     (strictly increasing) hold ``packed`` (one row each) and whose other rows are zero, in
     memory from the pool; with the OR of every row in memory order (what
-    :func:`evaluator.metrics.surface.summarize` takes as ``fortran_rows``). How a mask decoded
-    in another process comes back compactly; the caller has checked ``which`` and ``packed``
-    against ``shape`` (nothing here trusts them beyond that)."""
+    :func:`evaluator.metrics.surface.summarize` takes as ``fortran_rows``) and the mask's
+    summary, made from the rows given alone (None when the array's layout is not the one its
+    order says, a degenerate shape: summarize it then). How a mask decoded in another process
+    comes back compactly; the caller has checked ``which`` and ``packed`` against ``shape``
+    (nothing here trusts them beyond that)."""
     from evaluator.metrics import _compiled
 
-    assert _compiled.row_bits is not None
+    assert _compiled.summary_of_rows is not None
     nbytes = math.prod(shape)
     row_bytes = int(packed.shape[1])
     n_rows = nbytes // row_bytes
@@ -1034,9 +1036,32 @@ def restore_rows(
         or (which.size and (which[0] < 0 or which[-1] >= n_rows or np.any(np.diff(which) <= 0)))
     ):
         raise ValueError("rows that do not fit the shape")
-    row_or = np.zeros(n_rows, dtype=np.uint8)
-    row_or[which] = _compiled.row_bits(packed[None])[0]
-    return _rows_in_pool(shape, order, which, packed, row_or), row_or
+    view3 = (1,) * (3 - len(shape)) + (tuple(reversed(shape)) if order == "F" else tuple(shape))
+    words = (
+        packed.view(np.uint64)
+        if row_bytes % 8 == 0 and packed.ctypes.data % 8 == 0
+        else np.zeros((packed.shape[0], 0), dtype=np.uint64)
+    )
+    stats, rows, spans = _compiled.summary_of_rows(which, packed, words, view3[0], view3[1])
+    row_or = rows.reshape(-1)
+    arr = _rows_in_pool(shape, order, which, packed, row_or)
+    got = _c_view_transposed(arr)
+    if got is None or got != (order == "F") or arr.size == 0:
+        return arr, row_or, None
+    box = None
+    if stats[2] >= 0:
+        box3 = tuple(slice(int(stats[2 + 2 * k]), int(stats[3 + 2 * k])) for k in range(3))
+        box = box3[3 - len(shape) :]
+    summary = MaskSummary(int(stats[0]), int(stats[1]), box, rows, spans, order == "F", len(shape))
+    return arr, row_or, summary
+
+
+def _c_view_transposed(arr: NDArray[Any]) -> bool | None:
+    """Whether :func:`evaluator.metrics.surface.summarize` reads ``arr`` through its
+    transpose (None: through neither)."""
+    if arr.flags.c_contiguous:
+        return False
+    return True if arr.T.flags.c_contiguous else None
 
 
 def declared_shape(raw: bytes, extension: str) -> tuple[int, ...] | None:

@@ -249,3 +249,42 @@ def test_digests_are_the_same_when_the_child_reads_the_files(tmp_path):
         there["reference_sha256"],
     )
     assert reports[0].aggregates == reports[1].aggregates
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("shape", [(24, 10, 6), (13, 7, 5), (16, 9), (40, 1, 1)])
+def test_the_summary_made_from_the_rows_is_the_masks(order, shape):
+    """The parent summarizes a mask from the rows the child sent, not from the rebuilt mask:
+    count, largest value, box, row ORs and spans equal those of summarizing the mask, rows of
+    zeros sent as if they held voxels included."""
+    from evaluator.metrics.surface import summarize
+
+    rng = np.random.default_rng(len(shape) * 7 + shape[0])
+    for trial in range(4):
+        data = (rng.random(shape) < 0.15).astype(np.uint8)
+        if trial % 2:
+            data *= rng.integers(1, 6, shape).astype(np.uint8)
+        if trial == 3:
+            data[:] = 0
+        arr = np.asfortranarray(data) if order == "F" else np.ascontiguousarray(data)
+        memory = arr.T if order == "F" else arr
+        flat_rows = np.ascontiguousarray(memory).reshape(-1, memory.shape[-1])
+        which = np.flatnonzero(flat_rows.any(axis=1))
+        if flat_rows.shape[0] > which.size:  # a row of zeros sent as well
+            extra = np.setdiff1d(np.arange(flat_rows.shape[0]), which)[:1]
+            which = np.sort(np.concatenate([which, extra]))
+        packed = flat_rows[which].copy()
+        with masks.reused_voxel_memory():
+            got, row_or, summary = masks.restore_rows(shape, order, which, packed)
+            assert np.array_equal(got, data)
+            want = summarize(np.array(data, order=order))
+            if summary is None:  # a layout summarize reads the other way: it is asked then
+                assert want is not None and want.transposed != (order == "F")
+                continue
+            assert want is not None
+            assert (summary.count, summary.max, summary.box) == (want.count, want.max, want.box)
+            assert (summary.transposed, summary.ndim) == (want.transposed, want.ndim)
+            assert np.array_equal(summary.rows, want.rows)
+            nonzero = want.rows != 0
+            assert np.array_equal(summary.spans[nonzero], want.spans[nonzero])
+            assert np.array_equal(row_or, want.rows.reshape(-1))
