@@ -342,6 +342,30 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
                 f"{t / t_dec:.2f}x floor of all files, {t / t_pred:.2f}x the predictions' own",
             )
             e2e[f"all_{workers}_threads_kept_s"] = t
+        # what the decoding child does with each prediction: inflate it straight to the rows it
+        # sends (masks.decode_rows), against decoding the mask and packing its rows
+        from evaluator.readers import masks as masks_module
+
+        raws = [p.read_bytes() for p in files[n_cases:]]
+
+        def child_rows() -> None:
+            buffer = masks_module.RowsBuffer()
+            for raw in raws:
+                masks_module.decode_rows(raw, ".nii.gz", buffer)
+
+        def child_masks() -> None:
+            with masks_module.reused_voxel_memory():
+                for raw in raws:
+                    masks_module.pack_mask(masks_module.decode_mask(raw, ".nii.gz"))
+
+        t_rows = in_fork(lambda: best_of(child_rows, 5)[0])
+        t_masks = in_fork(lambda: best_of(child_masks, 5)[0])
+        row(
+            "decoding child: the predictions straight to their rows",
+            t_rows,
+            f"{t_rows / t_pred:.2f}x inflating them; decoding + packing: {t_masks * 1000:.1f} ms",
+        )
+        e2e["child_rows_s"], e2e["child_decode_and_pack_s"] = t_rows, t_masks
         # the platform's own path: the participant's files decoded in the locked-down child
         # (evaluator/readers/isolated.py), which sends each mask's rows that hold a voxel
         from evaluator.readers.isolated import DecodeLimits
