@@ -54,6 +54,15 @@ def test_segmentation_report_shape_and_meta(tmp_path):
     assert data["aggregates"]["dice"] == pytest.approx(mean)
 
 
+def _manifest(folder) -> str:
+    manifest = hashlib.sha256()
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    for p in sorted(files, key=lambda p: p.relative_to(folder).parts):
+        manifest.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        manifest.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+    return manifest.hexdigest()
+
+
 def test_folder_digest_is_the_manifest_of_its_regular_files(tmp_path):
     """predictions_sha256 of a folder: sha256 over ``relative path NUL sha256(file) LF`` of
     every regular file, in path-component order; symbolic links are neither followed nor
@@ -66,29 +75,12 @@ def test_folder_digest_is_the_manifest_of_its_regular_files(tmp_path):
     (folder / "link").symlink_to(folder / "a-c")
     (folder / "dirlink").symlink_to(folder / "a")
 
-    def expected() -> str:
-        manifest = hashlib.sha256()
-        files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-        for p in sorted(files, key=lambda p: p.relative_to(folder).parts):
-            manifest.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            manifest.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
-        return manifest.hexdigest()
-
     from evaluator.scoring import _sha256_path
 
     first = _sha256_path(folder)
-    assert first == expected()
+    assert first == _manifest(folder)
     (folder / "a" / "b").write_bytes(b"changed, and longer than before")
-    assert _sha256_path(folder) == expected() != first
-
-
-def _manifest(folder) -> str:
-    manifest = hashlib.sha256()
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-    for p in sorted(files, key=lambda p: p.relative_to(folder).parts):
-        manifest.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        manifest.update(hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
-    return manifest.hexdigest()
+    assert _sha256_path(folder) == _manifest(folder) != first
 
 
 def test_scored_files_are_read_once_for_the_report_digests(tmp_path, monkeypatch):
