@@ -287,8 +287,8 @@ def score(
             report = _score_classification(reference, predictions, options)
         predictions_sha256 = digest.result() if digest is not None else _sha256_path(predictions)
     finally:
-        if hasher is not None:
-            hasher.shutdown(wait=True, cancel_futures=True)
+        if hasher is not None:  # done, or not waited for when scoring failed
+            hasher.shutdown(wait=False, cancel_futures=True)
     report.meta["reference_sha256"] = _sha256_path(reference)
     report.meta["predictions_sha256"] = predictions_sha256
     return report

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from evaluator.metrics.surface import MaskSummary, SurfaceMemo, summarize
+from evaluator.metrics.surface import MaskSummary, SurfaceMemo, _c_view, summarize
 
 __all__ = [
     "DECOMPRESSOR",
@@ -954,6 +954,7 @@ def decode_rows(
             or dtype.kind not in "ub"
             or len(shape) not in (2, 3)
             or math.prod(shape) == 0
+            # rescaled values (scaling gives another array than the one it is handed)
             or _apply_scaling(_CLEAN, info.slope, info.inter) is not _CLEAN
         ):
             return None
@@ -1037,6 +1038,8 @@ def restore_rows(
     ):
         raise ValueError("rows that do not fit the shape")
     view3 = (1,) * (3 - len(shape)) + (tuple(reversed(shape)) if order == "F" else tuple(shape))
+    if view3[2] != row_bytes:  # the compiled pass indexes by the shape without bounds checks
+        raise ValueError("rows that do not fit the shape")
     words = (
         packed.view(np.uint64)
         if row_bytes % 8 == 0 and packed.ctypes.data % 8 == 0
@@ -1045,8 +1048,8 @@ def restore_rows(
     stats, rows, spans = _compiled.summary_of_rows(which, packed, words, view3[0], view3[1])
     row_or = rows.reshape(-1)
     arr = _rows_in_pool(shape, order, which, packed, row_or)
-    got = _c_view_transposed(arr)
-    if got is None or got != (order == "F") or arr.size == 0:
+    read_as = _c_view(arr)  # how summarize reads it: the summary must say the same
+    if read_as is None or read_as[1] != (order == "F") or arr.size == 0:
         return arr, row_or, None
     box = None
     if stats[2] >= 0:
@@ -1054,14 +1057,6 @@ def restore_rows(
         box = box3[3 - len(shape) :]
     summary = MaskSummary(int(stats[0]), int(stats[1]), box, rows, spans, order == "F", len(shape))
     return arr, row_or, summary
-
-
-def _c_view_transposed(arr: NDArray[Any]) -> bool | None:
-    """Whether :func:`evaluator.metrics.surface.summarize` reads ``arr`` through its
-    transpose (None: through neither)."""
-    if arr.flags.c_contiguous:
-        return False
-    return True if arr.T.flags.c_contiguous else None
 
 
 def declared_shape(raw: bytes, extension: str) -> tuple[int, ...] | None:

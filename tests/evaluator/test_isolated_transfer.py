@@ -288,3 +288,11 @@ def test_the_summary_made_from_the_rows_is_the_masks(order, shape):
             nonzero = want.rows != 0
             assert np.array_equal(summary.spans[nonzero], want.spans[nonzero])
             assert np.array_equal(row_or, want.rows.reshape(-1))
+
+
+def test_rows_of_another_length_than_the_shape_says_are_refused():
+    """restore_rows checks the rows' length against the shape itself, before the compiled
+    pass (which indexes without bounds checks) sees them."""
+    packed = np.ones((3, 6), np.uint8)  # rows of 6 for a C-ordered (4, 6, 8) mask: 8 expected
+    with pytest.raises(ValueError), masks.reused_voxel_memory():
+        masks.restore_rows((4, 6, 8), "C", np.array([0, 5, 31]), packed)
