@@ -157,7 +157,8 @@ def read_fd(
 # sha256 of files read by the readers here, by what identifies a file's content: device, inode,
 # size, modification and change time (the last one cannot be set back by the file's owner). A
 # report's digest of a folder (evaluator.scoring) takes each file's from here when the scorer has
-# read it already, so a submission's files are read, and hashed, once, by the threads that score.
+# read it already, so a submission's files are read, and hashed, once, by the threads that score;
+# every read hashes its bytes again (see _file_reader), so what scoring read is what is noted.
 _digests: dict[tuple[int, ...], str] = {}
 _digests_lock = threading.Lock()
 #: file digests remembered (a 64-character string each): every file of a large reference
@@ -213,15 +214,13 @@ def _file_reader(path: Path, max_bytes: int, display: str, err: ErrorClass) -> C
             if not stat.S_ISREG(st.st_mode):
                 raise err("not a regular file", file=display)
             data = read_fd(fd, max_bytes, display, err, st)
-            after = os.fstat(fd)
-            if len(data) == st.st_size and _digest_key(after) == _digest_key(st):
-                # unchanged while it was read: these bytes are the file's content under st
-                digest = known_digest(st)
-                if digest is None:
-                    # hashed here, on the scoring thread (hashlib lets go of the GIL)
-                    digest = hashlib.sha256(data).hexdigest()
-                    note_digest(st, digest)
-                _last_read.got = (data, digest)
+            # the bytes read are always hashed (here, on the scoring thread: hashlib lets go of
+            # the GIL), never looked up by the file's times: a file rewritten within one tick
+            # of the file system's clock, at the same size, must not pass for the old one
+            digest = hashlib.sha256(data).hexdigest()
+            _last_read.got = (data, digest)
+            if len(data) == st.st_size and _digest_key(os.fstat(fd)) == _digest_key(st):
+                note_digest(st, digest)  # unchanged while it was read: its content under st
             return data
         except OSError as exc:
             raise err(

@@ -243,3 +243,23 @@ def test_a_read_digest_answers_only_for_the_bytes_just_read(tmp_path):
     data = files["a"].read()
     files["b"].read()
     assert digest_of(data) is None  # another file was read since
+
+
+def test_a_reference_is_known_by_the_bytes_read_whatever_its_times_say(tmp_path, monkeypatch):
+    """Within one tick of the file system's clock a rewrite at the same size leaves even the
+    change time as it was; here every file's times look the same. The reader still hashes
+    the bytes it read, so the kept mask of the old bytes is never served for the new ones."""
+    from evaluator.readers import sources
+
+    monkeypatch.setattr(sources, "_digest_key", lambda st: ("the same times",))
+    shape = (30, 30, 16)
+    ref, pred = labelled(shape, seed=2)
+    ref_dir, pred_dir = write_pairs(tmp_path, {"c": (ref, pred)})
+    before = scored(ref_dir, pred_dir)
+    scored(ref_dir, pred_dir)
+    assert len(kept._kept) == 1
+    write_nifti(ref_dir / "c.nii.gz", np.roll(ref, 3, axis=0), SPACING)
+    after = scored(ref_dir, pred_dir)
+    assert after["cases"] != before["cases"]
+    kept.set_budget(0)  # nothing kept: what a fresh worker scores
+    assert after["cases"] == scored(ref_dir, pred_dir)["cases"]
