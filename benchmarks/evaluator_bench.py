@@ -292,13 +292,11 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
         )
         e2e["decompress_s"] = t_dec
         overlap = ("dice", "iou", "sensitivity", "specificity")
-        from evaluator import scoring
         from evaluator.readers import kept
 
         def score_fresh(o: ScoreOptions) -> Any:
             # as for the first submission a worker scores against this reference: no file
             # digest and no decoded reference mask remembered from the previous run
-            scoring._sha_cache.clear()
             forget_digests()
             kept.clear()
             return score("segmentation", ref_dir, pred_dir, options=o)
@@ -328,7 +326,6 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
             opts = ScoreOptions(workers=workers, bootstrap=1000)
 
             def score_kept(o: ScoreOptions = opts) -> Any:
-                scoring._sha_cache.clear()
                 forget_digests()
                 return score("segmentation", ref_dir, pred_dir, options=o)
 
@@ -383,7 +380,6 @@ def bench_end_to_end(results: dict[str, Any], n_cases: int, shape: tuple[int, in
         kept.clear()
 
         def score_isolated_kept() -> Any:
-            scoring._sha_cache.clear()
             forget_digests()
             return score("segmentation", ref_dir, pred_dir, options=iso)
 

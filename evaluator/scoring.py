@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -154,27 +155,27 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns) if path.is_file() else None
 
 
-# Small in-process caches, keyed by (path, size, mtime): a worker scores the public and the
+# A small in-process cache, keyed by (path, size, mtime): a worker scores the public and the
 # private part of one submission, and many submissions against one reference, so the same files
-# are hashed and parsed again and again. Parsed tables are treated as read-only.
+# are parsed again and again. Parsed tables are treated as read-only. File digests are
+# remembered by evaluator.readers.sources, for single files and a folder's files alike.
 _CACHE_SIZE = 8
-_sha_cache: dict[tuple[str, int, int], str] = {}
 _table_cache: dict[tuple[Any, ...], Any] = {}
-
-
-#: digests of single-file inputs remembered (a CSV, a zip); a folder's files have theirs
-#: remembered by evaluator.readers.sources
-_SHA_CACHE_SIZE = 256
 
 
 def _sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted ``relative path, file sha256`` manifest."""
-    key = _file_key(path)
-    if key is not None and (known := recall(_sha_cache, key)) is not None:
-        return str(known)
-    if key is not None:
-        return str(remember(_sha_cache, key, _sha256_file(path), _SHA_CACHE_SIZE))
-    return _sha256_tree(path)
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return _sha256_tree(path)
+    digest = known_digest(st)
+    if digest is None:
+        digest = _sha256_file(path)
+        note_digest(st, digest)
+    return digest
 
 
 def _sha256_file(path: Path) -> str:

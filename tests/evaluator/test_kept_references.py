@@ -142,14 +142,20 @@ def test_a_packed_mask_unpacks_to_the_same_voxels_over_a_dirty_buffer(monkeypatc
         assert np.array_equal(got.summary.spans[nonzero], fresh.summary.spans[nonzero])
 
 
-def test_a_reference_file_replaced_in_place_is_never_served_stale(tmp_path):
-    """Same name, same size, same modification time: the kept mask is known by its bytes."""
-    shape = (30, 30, 16)
-    ref, pred = labelled(shape, seed=1)
-    ref_dir, pred_dir = write_pairs(tmp_path, {"c": (ref, pred)})
+def kept_reference(root: Path, seed: int) -> tuple[np.ndarray, Path, Path, dict]:
+    """One case scored twice, so that its reference mask is kept: the reference array, the
+    two folders and the first report."""
+    ref, pred = labelled((30, 30, 16), seed=seed)
+    ref_dir, pred_dir = write_pairs(root, {"c": (ref, pred)})
     before = scored(ref_dir, pred_dir)
     scored(ref_dir, pred_dir)
     assert len(kept._kept) == 1
+    return ref, ref_dir, pred_dir, before
+
+
+def test_a_reference_file_replaced_in_place_is_never_served_stale(tmp_path):
+    """Same name, same size, same modification time: the kept mask is known by its bytes."""
+    ref, ref_dir, pred_dir, before = kept_reference(tmp_path, seed=1)
     path = ref_dir / "c.nii.gz"
     st = path.stat()
     shifted = np.roll(ref, 3, axis=0)
@@ -252,12 +258,7 @@ def test_a_reference_is_known_by_the_bytes_read_whatever_its_times_say(tmp_path,
     from evaluator.readers import sources
 
     monkeypatch.setattr(sources, "_digest_key", lambda st: ("the same times",))
-    shape = (30, 30, 16)
-    ref, pred = labelled(shape, seed=2)
-    ref_dir, pred_dir = write_pairs(tmp_path, {"c": (ref, pred)})
-    before = scored(ref_dir, pred_dir)
-    scored(ref_dir, pred_dir)
-    assert len(kept._kept) == 1
+    ref, ref_dir, pred_dir, before = kept_reference(tmp_path, seed=2)
     write_nifti(ref_dir / "c.nii.gz", np.roll(ref, 3, axis=0), SPACING)
     after = scored(ref_dir, pred_dir)
     assert after["cases"] != before["cases"]

@@ -93,7 +93,6 @@ def test_scored_files_are_read_once_for_the_report_digests(tmp_path, monkeypatch
     ref, pred = write_segmentation(tmp_path, n_cases=3, shape=(16, 16, 8), seed=4)
     (pred / ".notes").write_bytes(b"not a case")
     forget_digests()
-    scoring_module._sha_cache.clear()
     read_again: list[str] = []
     original = scoring_module._sha256_file
 
